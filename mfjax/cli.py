@@ -1,0 +1,62 @@
+"""The ``mfjax`` command: a thin argparse shell over the library.
+
+Each sub-command lives in the module that owns its feature and provides
+``add_arguments(parser)`` and ``run(args) -> int``. Errors derived from ``MfjaxError`` (bad data,
+bad config) print one line and exit 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("mfjax.training.cli_train", "train a (multi-fidelity) potential from a YAML config"),
+    "evaluate": ("mfjax.training.cli_evaluate", "per-fidelity metrics of an exported model on a data file"),
+    "template": ("mfjax.training.cli_template", "print a complete commented config"),
+    "check-data": ("mfjax.data.cli_check", "validate every dataset of a config and print statistics"),
+    "label": ("mfjax.label.cli", "label structures with pyscf at named levels of theory"),
+    "md": ("mfjax.md.cli", "run molecular dynamics with a trained model (jax-md or ASE)"),
+    "ablate": ("mfjax.strategies.cli", "compare multi-fidelity, HF-only, transfer and delta learning"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mfjax", description="Multi-fidelity equivariant MLIPs in JAX.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
+        p.set_defaults(_module=module)
+        try:
+            importlib.import_module(module).add_arguments(p)
+        except ModuleNotFoundError as exc:  # a feature module not installed/written: say so on use
+            p.set_defaults(_missing=str(exc))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_missing", None):
+        print(f"mfjax {args.command}: unavailable ({args._missing})", file=sys.stderr)
+        return 2
+    from mfjax.errors import MfjaxError
+
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except MfjaxError as exc:
+        if args.debug:
+            raise
+        print(f"mfjax {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mfjax {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""The experiment config: typed dataclasses loaded from YAML, strict keys, ``--set`` overrides.
+
+Shape (``mfjax template`` prints every key with its documentation)::
+
+    data:   {cutoff, datasets: [{path, fidelity, weight: {energy, forces, stress}}], split}
+    model:  {preset or sizes, fidelity_mode: conditioning|heads}
+    train:  {epochs, lr, schedule, batch budget, seed, ema, loss}
+    output: {dir}
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from mfjax.nn.config import ModelConfig
+from mfjax.utils.configtools import ConfigError, apply_overrides, from_dict, option, template, to_dict
+
+__all__ = [
+    "Config", "DataConfig", "DatasetConfig", "LabelKeys", "LabelWeights", "SplitConfig",
+    "TrainConfig", "LossConfig", "BatchConfig", "OutputConfig", "ModelConfig", "ConfigError",
+    "load_config", "config_template",
+]
+
+
+@dataclass(frozen=True)
+class LabelWeights:
+    """Loss weights of one dataset's labels (multiply the global loss weights)."""
+
+    energy: float = option(1.0, "Weight of this dataset's energy loss.")
+    forces: float = option(1.0, "Weight of this dataset's force loss.")
+    stress: float = option(1.0, "Weight of this dataset's stress loss.")
+
+
+@dataclass(frozen=True)
+class LabelKeys:
+    """Where labels live in each frame (ASE calculator results are tried first)."""
+
+    energy: str = option("energy", "atoms.info key of the total energy (eV).")
+    forces: str = option("forces", "atoms.arrays key of the forces (eV/Å).")
+    stress: str = option("stress", "atoms.info key of the stress (eV/Å^3, ASE sign; Voigt-6 or 3x3).")
+    fidelity: str = option("fidelity", "atoms.info key naming the fidelity of a frame.")
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """One data file (extxyz, ASE db or anything ase.io reads)."""
+
+    path: str = option(doc="Path to the file; relative paths are relative to the config file.")
+    fidelity: str | None = option(None, "Fidelity of every frame; null = read atoms.info[keys.fidelity] per frame.")
+    weight: LabelWeights = option(doc="Per-label loss weights of this dataset.", factory=LabelWeights)
+    keys: LabelKeys = option(doc="Label key names.", factory=LabelKeys)
+    index: str = option(":", "ase.io.read index (e.g. ':', '0:100', '::2').")
+    format: str | None = option(None, "ase.io format (null = guess from the file name).")
+    role: Literal["train", "valid", "test"] | None = option(
+        None, "Use the whole file as one split instead of splitting it (null = split by data.split)."
+    )
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Random train/valid/test split of every dataset without a role (same seed -> same split)."""
+
+    valid: float = option(0.1, "Fraction of structures for validation.")
+    test: float = option(0.1, "Fraction of structures for the test set.")
+    seed: int = option(0, "Seed of the split permutation.")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    cutoff: float = option(5.0, "Neighbour-list and model cutoff r_c, Å.")
+    datasets: tuple[DatasetConfig, ...] = option(doc="The data files, one or more per fidelity.", factory=tuple)
+    split: SplitConfig = option(doc="How datasets are split.", factory=SplitConfig)
+
+    def validate(self, where: str = "data") -> None:
+        if self.cutoff <= 0:
+            raise ConfigError(f"{where}.cutoff must be > 0, got {self.cutoff}")
+        if self.split.valid < 0 or self.split.test < 0 or self.split.valid + self.split.test >= 1:
+            raise ConfigError(f"{where}.split: valid + test must be in [0, 1), got {self.split}")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """SPEC §4: Huber (or MSE) on energy/atom, force components, stress in kbar."""
+
+    kind: Literal["huber", "mse"] = option("huber", "Elementwise loss.")
+    delta: float = option(0.01, "Huber delta.")
+    energy_weight: float = option(1.0, "Weight of the energy-per-atom loss (eV/atom).")
+    forces_weight: float = option(1.0, "Weight of the force-component loss (eV/Å).")
+    stress_weight: float = option(0.01, "Weight of the stress-component loss (kbar).")
+    fidelity_weights: dict[str, float] = option(
+        doc="Per-fidelity structure weights, e.g. {r2scan: 7.0} to up-weight scarce high-fidelity data.",
+        factory=dict,
+    )
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """Batch budget; node/edge budgets are derived from the data when null."""
+
+    max_graphs: int = option(16, "Real structures per batch (per device), at most.")
+    max_nodes: int | None = option(None, "Atoms per batch incl. padding (null = derived from data).")
+    max_edges: int | None = option(None, "Edges per batch incl. padding (null = derived from data).")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = option(100, "Number of passes over the training data.")
+    lr: float = option(0.01, "Peak learning rate.")
+    lr_final: float = option(1e-4, "Final learning rate of the decay.")
+    schedule: Literal["linear", "cosine", "constant"] = option("linear", "Learning-rate decay after warm-up.")
+    warmup_steps: int = option(0, "Linear warm-up steps.")
+    optimizer: Literal["adam", "adamw"] = option("adam", "optax optimiser.")
+    weight_decay: float = option(0.0, "AdamW weight decay.")
+    grad_clip: float | None = option(None, "Clip the global gradient norm to this value (null = off).")
+    ema: float | None = option(None, "EMA decay of the weights used for evaluation (e.g. 0.999; null = off).")
+    seed: int = option(0, "Seed of initialisation and data shuffling.")
+    batch: BatchConfig = option(doc="Batch budget.", factory=BatchConfig)
+    loss: LossConfig = option(doc="Loss function.", factory=LossConfig)
+    eval_every: int = option(1, "Validate every this many epochs.")
+    best_metric: str = option("forces_rmse_ev_a", "Validation metric (mean over fidelities) that selects the best checkpoint.")
+    max_nonfinite_steps: int = option(10, "Stop after this many non-finite losses in a row.")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    dir: str = option("runs/default", "Run directory (checkpoints, metrics.csv, plots, exported model).")
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = option(doc="Data files, cutoff and split.", factory=DataConfig)
+    model: ModelConfig = option(doc="Model architecture.", factory=ModelConfig)
+    train: TrainConfig = option(doc="Optimisation.", factory=TrainConfig)
+    output: OutputConfig = option(doc="Where results go.", factory=OutputConfig)
+
+    def validate(self, where: str = "") -> None:
+        if not self.data.datasets:
+            raise ConfigError("data.datasets is empty: give at least one data file")
+
+
+def _preset_dict(name: str) -> dict:
+    from mfjax.nn.presets import preset_path
+
+    with open(preset_path(name)) as handle:
+        return yaml.safe_load(handle) or {}
+
+
+def resolve_model(model: dict) -> dict:
+    """Merge a ``preset`` with explicitly given model keys (explicit keys win)."""
+    if model.get("preset"):
+        merged = _preset_dict(model["preset"])
+        merged.update(model)
+        return merged
+    return model
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, data: dict | None = None) -> Config:
+    """Load, override and validate a config. Relative dataset paths become relative to the file."""
+    raw: dict = {}
+    base = Path.cwd()
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        with open(path) as handle:
+            raw = yaml.safe_load(handle) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        base = path.resolve().parent
+    if data is not None:
+        raw = copy.deepcopy(data)
+    apply_overrides(raw, list(overrides or []))
+    raw.setdefault("model", {})
+    raw["model"] = resolve_model(raw["model"])
+    if "data" in raw and "cutoff" in raw["data"]:
+        raw["model"]["cutoff"] = raw["data"]["cutoff"]
+    cfg = from_dict(Config, raw)
+    datasets = tuple(
+        replace(d, path=str((base / d.path).resolve()) if not Path(d.path).is_absolute() else d.path)
+        for d in cfg.data.datasets
+    )
+    return replace(cfg, data=replace(cfg.data, datasets=datasets), model=replace(cfg.model, cutoff=cfg.data.cutoff))
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    with open(path, "w") as handle:
+        yaml.safe_dump(to_dict(cfg), handle, sort_keys=False)
+
+
+def config_template() -> str:
+    """A complete commented config (printed by ``mfjax template``)."""
+    return "# mfjax config: every key with its default.\n" + template(Config) + "\n"

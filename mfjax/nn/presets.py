@@ -1,0 +1,20 @@
+"""Model presets shipped as YAML files in ``mfjax/presets`` (also linked from ``configs/presets``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def preset_path(name: str) -> Path:
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.exists():
+        from mfjax.utils.configtools import ConfigError
+
+        raise ConfigError(f"unknown model preset {name!r}; available: {available_presets()}")
+    return path
