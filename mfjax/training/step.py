@@ -1,0 +1,131 @@
+"""The jit-compiled, data-parallel training and evaluation steps (pure functions of state and batch).
+
+A batch is a ``Graph`` whose arrays carry a leading device axis D (see ``sharding.py``). The step
+``vmap``s the per-device prediction and loss *sums* over that axis, adds the sums over devices and
+only then divides (``loss.combine``), so one sharded step on D devices equals the single-device step
+on the same D padded graphs. Gradients of replicated parameters are produced by the SPMD partitioner
+(one all-reduce); nothing is averaged twice.
+
+Non-finite guard: when the loss or the gradient norm is not finite the whole state is kept as it
+was (``jnp.where`` per leaf) and ``finite`` is False in the returned logs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from mfjax.data.graph import Graph
+from mfjax.training import loss as loss_lib
+from mfjax.training.metrics import metric_sums
+from mfjax.training.optim import ema_update
+from mfjax.training.sharding import batch_sharding, replicated
+from mfjax.training.state import TrainState
+
+PredictFn = Callable[[Mapping[str, Any], Graph], Mapping[str, jax.Array]]
+
+
+def make_predict_fn(apply_fn: Callable, compute_stress: bool) -> PredictFn:
+    """``(variables, graph) -> {"energy", "forces"[, "stress"]}`` via ``mfjax.physics.predict``."""
+    from mfjax import physics
+
+    def predict_fn(variables, graph):
+        return physics.predict(apply_fn, variables, graph, compute_stress=compute_stress)
+
+    return predict_fn
+
+
+def _vmap(fn, mesh: Mesh | None, in_axes):
+    return jax.vmap(fn, in_axes=in_axes, spmd_axis_name="data" if mesh is not None else None)
+
+
+def make_loss_fn(predict_fn: PredictFn, settings: loss_lib.LossSettings, fidelity_weights: np.ndarray, mesh=None):
+    """``(params, constants, batch[D]) -> (loss, (per_fidelity_loss, sums))``."""
+    fw = jnp.asarray(fidelity_weights)
+
+    def device_sums(params, constants, graph):
+        pred = predict_fn({"params": params, "constants": constants}, graph)
+        return loss_lib.loss_sums(pred, graph, fw, settings)
+
+    def loss_fn(params, constants, batch):
+        sums = _vmap(device_sums, mesh, (None, None, 0))(params, constants, batch)
+        sums = jax.tree.map(lambda x: x.sum(0), sums)
+        total, per_fid = loss_lib.combine(sums, settings)
+        return total, (per_fid, sums)
+
+    return loss_fn
+
+
+def _where_tree(pred, new, old):
+    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
+
+
+def make_train_step(
+    predict_fn: PredictFn,
+    optimizer: optax.GradientTransformation,
+    settings: loss_lib.LossSettings,
+    fidelity_weights: np.ndarray,
+    *,
+    ema_decay: float | None = None,
+    schedule: optax.Schedule | None = None,
+    mesh: Mesh | None = None,
+    state_sharding=None,
+    donate: bool = True,
+):
+    """A jitted ``(state, batch) -> (state, logs)``; logs hold loss, per_fidelity_loss [n_fid],
+    grad_norm, lr, finite and the per-fidelity label counts."""
+    loss_fn = make_loss_fn(predict_fn, settings, fidelity_weights, mesh)
+
+    def step(state: TrainState, batch: Graph):
+        (loss, (per_fid, sums)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, state.constants, batch
+        )
+        grad_norm = optax.global_norm(grads)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        ema = None if state.ema is None else ema_update(state.ema, params, ema_decay, state.step)
+        rng, _ = jax.random.split(state.rng)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        new = state.replace(params=params, opt_state=opt_state, ema=ema, step=state.step + 1, rng=rng)
+        new = _where_tree(finite, new, state)
+        logs = {
+            "loss": loss,
+            "per_fidelity_loss": per_fid,
+            "grad_norm": grad_norm,
+            "finite": finite,
+            "lr": jnp.asarray(schedule(state.step) if schedule is not None else 0.0, jnp.float32),
+            "counts": sums["energy_count"] + sums["forces_count"] + sums["stress_count"],
+        }
+        return new, logs
+
+    kwargs: dict = {"donate_argnums": (0,)} if donate else {}
+    if mesh is not None:
+        rep = replicated(mesh)
+        st = rep if state_sharding is None else state_sharding
+        kwargs.update(in_shardings=(st, batch_sharding(mesh)), out_shardings=(st, rep))
+    return jax.jit(step, **kwargs)
+
+
+def make_eval_step(predict_fn: PredictFn, n_fidelities: int, mesh: Mesh | None = None):
+    """A jitted ``(variables, batch[D]) -> (metric sums [n_fid], predictions [D, ...])``."""
+
+    def device_eval(variables, graph):
+        pred = predict_fn(variables, graph)
+        return metric_sums(pred, graph, n_fidelities), pred
+
+    def evaluate(variables, batch):
+        sums, pred = _vmap(device_eval, mesh, (None, 0))(variables, batch)
+        return jax.tree.map(lambda x: x.sum(0), sums), pred
+
+    kwargs: dict = {}
+    if mesh is not None:
+        rep = replicated(mesh)
+        kwargs.update(in_shardings=(rep, batch_sharding(mesh)), out_shardings=(rep, batch_sharding(mesh)))
+    return jax.jit(evaluate, **kwargs)
+
+
