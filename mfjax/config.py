@@ -122,13 +122,42 @@ class TrainConfig:
     batch: BatchConfig = option(doc="Batch budget.", factory=BatchConfig)
     loss: LossConfig = option(doc="Loss function.", factory=LossConfig)
     eval_every: int = option(1, "Validate every this many epochs.")
-    best_metric: str = option("forces_rmse_ev_a", "Validation metric (mean over fidelities) that selects the best checkpoint.")
-    max_nonfinite_steps: int = option(10, "Stop after this many non-finite losses in a row.")
+    best_metric: str = option(
+        "forces_rmse_ev_a",
+        "Validation metric (mean over fidelities; lower is better) that selects the best checkpoint.",
+    )
+    max_nonfinite_steps: int = option(10, "Stop after this many non-finite losses in a row (such steps are skipped).")
+    checkpoint_every_steps: int = option(100, "Also save the 'last' checkpoint every this many steps (0 = only at epoch ends).")
+    compute_stress: bool | None = option(None, "Predict stress during training (null = when any training frame has a stress label).")
+    distributed: bool | None = option(
+        None, "Multi-host: call jax.distributed.initialize() (null = when JAX_COORDINATOR_ADDRESS is set)."
+    )
+
+    def validate(self, where: str = "train") -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"{where}.epochs must be >= 1, got {self.epochs}")
+        if self.lr <= 0 or self.lr_final < 0:
+            raise ConfigError(f"{where}.lr must be > 0 and lr_final >= 0, got {self.lr}, {self.lr_final}")
+        if self.ema is not None and not 0.0 < self.ema < 1.0:
+            raise ConfigError(f"{where}.ema must be in (0, 1) or null, got {self.ema}")
+        if self.eval_every < 1 or self.max_nonfinite_steps < 1 or self.checkpoint_every_steps < 0:
+            raise ConfigError(f"{where}: eval_every and max_nonfinite_steps must be >= 1, checkpoint_every_steps >= 0")
+        metrics = ("energy_mae_mev_atom", "energy_rmse_mev_atom", "forces_mae_ev_a", "forces_rmse_ev_a", "stress_mae_gpa")
+        if self.best_metric not in metrics:
+            import difflib
+
+            hint = difflib.get_close_matches(self.best_metric, metrics, n=1)
+            raise ConfigError(
+                f"{where}.best_metric {self.best_metric!r} is not a validation metric"
+                + (f" (did you mean {hint[0]!r}?)" if hint else f"; choose from {list(metrics)}")
+            )
 
 
 @dataclass(frozen=True)
 class OutputConfig:
     dir: str = option("runs/default", "Run directory (checkpoints, metrics.csv, plots, exported model).")
+    plots: bool = option(True, "Write parity plots (PNG) of the test set per fidelity.")
+    progress: bool = option(True, "Show a progress bar (tqdm) during training.")
 
 
 @dataclass(frozen=True)

@@ -90,3 +90,14 @@ def put_batch(stacked: Graph, mesh: Mesh) -> Graph:
 def put_replicated(tree, mesh: Mesh):
     """Replicate a pytree (the training state) on every device of the mesh."""
     return jax.device_put(tree, replicated(mesh))
+
+
+def host_value(tree):
+    """numpy copy of a pytree of replicated (possibly multi-host) arrays."""
+
+    def get(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return np.asarray(x.addressable_data(0))
+        return np.asarray(jax.device_get(x))
+
+    return jax.tree.map(get, tree)
