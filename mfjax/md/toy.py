@@ -1,0 +1,110 @@
+"""An analytic Lennard-Jones stand-in for a trained model (tests, examples, oracles).
+
+``lennard_jones_model`` returns an object with the attributes MD code uses from
+``mfjax.inference.TrainedModel`` (``apply_fn(variables, graph, edge_vectors) -> [N]``, ``variables``,
+``species``, ``fidelities``, ``cutoff``, ``fidelity_index(name)``, ``calculator(fidelity)``), so the
+calculator and the jax-md path can be checked against ASE's analytic ``LennardJones``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mfjax.data.graph import Graph
+from mfjax.errors import FidelityError
+
+
+def resolve_fidelity(fidelities: tuple[str, ...], fidelity: str | None) -> int:
+    """Index of ``fidelity`` in ``fidelities``; None is allowed only for single-fidelity models."""
+    if fidelity is None:
+        if len(fidelities) == 1:
+            return 0
+        raise FidelityError(
+            f"this model has {len(fidelities)} fidelities; choose one with fidelity=NAME "
+            f"(available: {', '.join(fidelities)})"
+        )
+    if fidelity not in fidelities:
+        raise FidelityError(f"unknown fidelity {fidelity!r} (available: {', '.join(fidelities)})")
+    return fidelities.index(fidelity)
+
+
+@dataclass(frozen=True)
+class StandInModel:
+    """Minimal ``TrainedModel`` look-alike: see the module docstring."""
+
+    apply_fn: Callable[[Any, Graph, jax.Array], jax.Array]
+    variables: Any
+    species: tuple[int, ...]
+    fidelities: tuple[str, ...]
+    cutoff: float
+    info: dict = field(default_factory=dict)
+
+    def fidelity_index(self, name: str | None) -> int:
+        return resolve_fidelity(self.fidelities, name)
+
+    def calculator(self, fidelity: str | None = None, **kwargs):
+        from mfjax.md.calculator import MfjaxCalculator
+
+        return MfjaxCalculator(self, fidelity=fidelity, **kwargs)
+
+
+def lennard_jones_apply(cutoff: float, smooth: bool = True) -> Callable[[Any, Graph, jax.Array], jax.Array]:
+    """``apply_fn(variables, graph, edge_vectors) -> [N]`` atomic LJ energies (eV).
+
+    variables: {"params": {"epsilon": [n_fid] eV, "sigma": [] Å}}; the fidelity of each graph picks
+    its epsilon. Pair energy phi(r) = 4 eps ((s/r)^12 - (s/r)^6), shifted to zero at the cutoff;
+    ``smooth`` also shifts the force (continuous forces, for MD), otherwise it matches ASE's
+    ``LennardJones(smooth=False)``. Each edge gives half its pair energy to its receiver;
+    zero-length edges and padding nodes give 0.
+    """
+
+    def apply_fn(variables, graph: Graph, edge_vectors: jax.Array) -> jax.Array:
+        params = variables["params"]
+        node_graph = graph.node_graph_index()
+        eps_node = params["epsilon"][graph.globals.fidelity[node_graph]]  # [N]
+        sigma = params["sigma"]
+        r2 = jnp.sum(edge_vectors**2, axis=-1)  # [E]
+        live = (r2 > 0) & (r2 < cutoff**2)
+        r = jnp.sqrt(jnp.where(live, r2, 1.0))
+
+        def phi(x):
+            s6 = (sigma / x) ** 6
+            return 4.0 * (s6 * s6 - s6)
+
+        rc = jnp.asarray(cutoff, r.dtype)
+        pair = phi(r) - phi(rc)
+        if smooth:
+            dphi_rc = jax.grad(phi)(rc)
+            pair = pair - (r - rc) * dphi_rc
+        pair = jnp.where(live, pair, 0.0)
+        atomic = 0.5 * jax.ops.segment_sum(pair, graph.receivers, num_segments=graph.num_nodes)
+        return jnp.where(graph.node_mask(), eps_node * atomic, 0.0)
+
+    return apply_fn
+
+
+def lennard_jones_model(
+    epsilon: dict[str, float] | None = None,
+    sigma: float = 2.0,
+    cutoff: float = 5.0,
+    species: tuple[int, ...] = (1, 3, 6, 8, 14),
+    smooth: bool = True,
+) -> StandInModel:
+    """A multi-fidelity LJ stand-in; ``epsilon`` maps fidelity name -> eps (eV)."""
+    epsilon = {"low": 0.010, "high": 0.012} if epsilon is None else dict(epsilon)
+    names = tuple(epsilon)
+    variables = {
+        "params": {
+            "epsilon": jnp.asarray(np.array([epsilon[n] for n in names])),
+            "sigma": jnp.asarray(float(sigma)),
+        }
+    }
+    return StandInModel(
+        apply_fn=lennard_jones_apply(cutoff, smooth), variables=variables, species=tuple(species),
+        fidelities=names, cutoff=float(cutoff), info={"kind": "lennard-jones", "smooth": smooth},
+    )
