@@ -57,12 +57,13 @@ def evaluate_batcher(
     parity: bool = False,
     device_offset: int = 0,
     n_global_devices: int | None = None,
+    dtype=np.float32,
 ) -> tuple[dict, ParityData | None]:
     """({fidelity: metrics}, parity data or None) over every structure of ``batcher`` (epoch 0 order)."""
     acc = MetricAccumulator(fidelities)
     data = ParityData() if parity else None
     for step in iterate_steps(
-        batcher, 0, n_devices, mesh, device_offset=device_offset, n_global_devices=n_global_devices
+        batcher, 0, n_devices, mesh, device_offset=device_offset, n_global_devices=n_global_devices, dtype=dtype
     ):
         sums, pred = eval_step(variables, step.batch)
         acc.add(host_value(sums))

@@ -1,0 +1,29 @@
+"""``mfjax train CONFIG.yaml [--set key=value ...] [--resume]``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="experiment YAML (see `mfjax template`)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set train.epochs=5 (repeatable)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the run directory's last checkpoint (exact position)")
+    parser.add_argument("--output", default=None, metavar="DIR", help="run directory (overrides output.dir)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mfjax.config import load_config
+    from mfjax.training.loop import train
+
+    overrides = list(args.overrides)
+    if args.output:
+        overrides.append(f"output.dir={args.output}")
+    if args.no_progress:
+        overrides.append("output.progress=false")
+    cfg = load_config(args.config, overrides)
+    result = train(cfg, resume=args.resume)
+    return 130 if result.interrupted else 0
