@@ -2,17 +2,21 @@
 
 ``structures_to_graph`` concatenates structures into one numpy-backed ``Graph``;
 ``pad_graph`` appends a padding graph (and empty padding graphs) up to node/edge/graph budgets.
+``BatchBudget``/``budget_for`` choose those budgets from the data, ``pack_greedy`` splits an order of
+structures into batches that fit, and ``GraphBatcher`` yields padded batches epoch by epoch.
 """
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
 from mfjax.data.graph import EdgeFeatures, Graph, GraphFeatures, NodeFeatures
 from mfjax.data.neighbors import neighbor_list
 from mfjax.data.structures import Structure
+from mfjax.errors import DataError
 
 
 def structures_to_graph(
@@ -121,3 +125,151 @@ def pad_graph(graph: Graph, n_node: int, n_edge: int, n_graph: int) -> Graph:
             graph_mask=cat(glob.graph_mask, pg, False),
         ),
     )
+
+
+# ---- budgets, packing and the epoch iterator -----------------------------------------------------
+@dataclass(frozen=True)
+class BatchBudget:
+    """Fixed padded batch shapes: n_node atoms, n_edge edges, n_graph graphs (padding included).
+
+    A batch holds at most n_graph - 1 real structures and n_node - 1 real atoms (one graph and one
+    node are always left for padding, as ``pad_graph`` needs).
+    """
+
+    n_node: int
+    n_edge: int
+    n_graph: int
+
+    def fits(self, num_atoms: int, num_edges: int) -> bool:
+        return num_atoms <= self.n_node - 1 and num_edges <= self.n_edge
+
+
+def _round_up(x: float, multiple: int) -> int:
+    return int(-(-int(np.ceil(x)) // multiple) * multiple)
+
+
+def budget_for(
+    structures: Sequence[Structure],
+    cutoff: float,
+    max_graphs: int,
+    neighbor_counts: Sequence[int] | None = None,
+    num_std: float = 3.0,
+) -> BatchBudget:
+    """A budget derived from the data so that a batch of ``max_graphs`` random structures fits.
+
+    Atoms (edges) of ``max_graphs`` random structures sum to about m*mean +- sqrt(m)*std; the budget
+    is m*mean + num_std*sqrt(m)*std, never below the largest single structure, plus one padding
+    node; nodes round up to a multiple of 8 and edges to 64. ``neighbor_counts`` reuses edge counts.
+    """
+    if not structures:
+        raise DataError("cannot derive a batch budget from an empty dataset")
+    if max_graphs < 1:
+        raise ValueError(f"max_graphs must be >= 1, got {max_graphs}")
+    if neighbor_counts is None:
+        neighbor_counts = [len(neighbor_list(s.positions, s.cell, s.pbc, cutoff).senders) for s in structures]
+    atoms = np.array([s.num_atoms for s in structures], dtype=np.float64)
+    edges = np.asarray(neighbor_counts, dtype=np.float64)
+
+    def size(x: np.ndarray) -> float:
+        return max(max_graphs * x.mean() + num_std * np.sqrt(max_graphs) * x.std(), x.max())
+
+    return BatchBudget(
+        n_node=_round_up(size(atoms) + 1, 8),
+        n_edge=max(_round_up(size(edges), 64), 64),
+        n_graph=max_graphs + 1,
+    )
+
+
+def pack_greedy(order: Sequence[int], atoms: Sequence[int], edges: Sequence[int], budget: BatchBudget) -> list[np.ndarray]:
+    """Split ``order`` (structure indices) into consecutive batches that fit ``budget``.
+
+    Sequential greedy: a batch is closed when the next structure would exceed any budget, so the
+    packing is a deterministic function of the order. Every structure must fit on its own.
+    """
+    batches: list[np.ndarray] = []
+    current: list[int] = []
+    n_at = n_ed = 0
+    for k in order:
+        a, e = int(atoms[k]), int(edges[k])
+        if current and (n_at + a > budget.n_node - 1 or n_ed + e > budget.n_edge or len(current) >= budget.n_graph - 1):
+            batches.append(np.asarray(current, dtype=np.int64))
+            current, n_at, n_ed = [], 0, 0
+        current.append(int(k))
+        n_at += a
+        n_ed += e
+    if current:
+        batches.append(np.asarray(current, dtype=np.int64))
+    return batches
+
+
+class GraphBatcher:
+    """Padded ``Graph`` batches of fixed budget shapes over a list of structures.
+
+    Neighbour lists are computed once (host side) and cached. ``epoch(e)`` is a deterministic
+    function of (seed, e): a seeded permutation (if ``shuffle``) packed greedily; ``epoch(e, start)``
+    resumes at batch ``start``. Every structure appears exactly once per epoch, unless ``drop_last``
+    drops a final batch that has fewer than ``budget.n_graph - 1`` structures.
+    """
+
+    def __init__(
+        self,
+        structures: Sequence[Structure],
+        cutoff: float,
+        fidelity_index: Mapping[str, int],
+        budget: BatchBudget,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+    ) -> None:
+        self.structures = list(structures)
+        self.cutoff = float(cutoff)
+        self.fidelity_index = dict(fidelity_index)
+        self.budget = budget
+        self.shuffle, self.seed, self.drop_last = shuffle, int(seed), drop_last
+        self.neighbor_lists = [neighbor_list(s.positions, s.cell, s.pbc, cutoff) for s in self.structures]
+        self.num_atoms = np.array([s.num_atoms for s in self.structures], dtype=np.int64)
+        self.num_edges = np.array([len(nl.senders) for nl in self.neighbor_lists], dtype=np.int64)
+        for s, e in zip(self.structures, self.num_edges):
+            if s.fidelity not in self.fidelity_index:
+                raise DataError(f"fidelity {s.fidelity!r} is not one of {list(self.fidelity_index)}", source=s.source, frame=s.index, field="fidelity")
+            if not budget.fits(s.num_atoms, int(e)):
+                raise DataError(
+                    f"structure of {s.num_atoms} atoms and {int(e)} edges exceeds the batch budget "
+                    f"({budget.n_node - 1} real atoms, {budget.n_edge} edges): raise train.batch.max_nodes/max_edges",
+                    source=s.source, frame=s.index, field="batch budget",
+                )
+        self._plans: dict[int, list[np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return len(self.structures)
+
+    def plan(self, epoch: int) -> list[np.ndarray]:
+        """Structure indices of every batch of ``epoch`` (cached for the last few epochs)."""
+        if epoch not in self._plans:
+            n = len(self.structures)
+            order = np.random.default_rng([self.seed, int(epoch)]).permutation(n) if self.shuffle else np.arange(n)
+            batches = pack_greedy(order, self.num_atoms, self.num_edges, self.budget)
+            if self.drop_last and batches and len(batches[-1]) < self.budget.n_graph - 1:
+                batches = batches[:-1]
+            if len(self._plans) > 4:
+                self._plans.pop(next(iter(self._plans)))
+            self._plans[epoch] = batches
+        return self._plans[epoch]
+
+    def num_batches(self, epoch: int = 0) -> int:
+        return len(self.plan(epoch))
+
+    def batch(self, indices: Sequence[int]) -> Graph:
+        """The padded graph of the structures with these indices."""
+        graph = structures_to_graph(
+            [self.structures[k] for k in indices], self.cutoff, self.fidelity_index,
+            neighbor_lists=[self.neighbor_lists[k] for k in indices],
+        )
+        b = self.budget
+        return pad_graph(graph, b.n_node, b.n_edge, b.n_graph)
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Graph]:
+        """Yield the padded batches of ``epoch`` from batch number ``start`` on."""
+        for indices in self.plan(epoch)[start:]:
+            yield self.batch(indices)

@@ -1,0 +1,88 @@
+"""Dataset statistics the model needs as constants (SPEC §3).
+
+* ``fit_e0``: per-fidelity, per-element energy shifts E0[f, Z] by ridge regression (no intercept)
+  of total energies on element counts, one fit per fidelity.
+* ``force_rms``: the energy scale, RMS of force components pooled over all fidelities.
+* ``avg_num_neighbors``: mean number of neighbours (edges per atom) within the cutoff.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from mfjax.data.neighbors import neighbor_list
+from mfjax.data.report import warn_frames
+from mfjax.data.structures import Structure
+
+__all__ = ["element_counts", "fit_e0", "force_rms", "neighbor_counts", "avg_num_neighbors"]
+
+
+def element_counts(structures: Sequence[Structure], species: Sequence[int]) -> np.ndarray:
+    """[n_structures, n_species] number of atoms of each species (atoms outside ``species`` ignored)."""
+    index = {int(z): k for k, z in enumerate(species)}
+    counts = np.zeros((len(structures), len(species)))
+    for row, s in enumerate(structures):
+        for z, n in zip(*np.unique(s.species, return_counts=True)):
+            if int(z) in index:
+                counts[row, index[int(z)]] = n
+    return counts
+
+
+def fit_e0(
+    structures: Sequence[Structure], species: Sequence[int], fidelities: Sequence[str], alpha: float = 0.1
+) -> np.ndarray:
+    """E0 [n_fidelities, n_species] in eV/atom: per fidelity, argmin |y - X w|^2 + alpha |w|^2.
+
+    X: element counts of that fidelity's structures with an energy label, y: their total energies.
+    An element absent from a fidelity's data gets E0 = 0 (with a ``DataWarning``), as does every
+    element of a fidelity without energies.
+    """
+    from ase.data import chemical_symbols
+
+    e0 = np.zeros((len(fidelities), len(species)))
+    for f, name in enumerate(fidelities):
+        frames = [s for s in structures if s.fidelity == name and s.energy is not None]
+        if not frames:
+            warn_frames(f"fidelity {name!r} has no energy labels in these structures: its E0 is 0 for every element", None)
+            continue
+        x = element_counts(frames, species)
+        y = np.array([s.energy for s in frames], dtype=np.float64)
+        present = x.sum(axis=0) > 0
+        missing = [chemical_symbols[int(z)] for z, p in zip(species, present) if not p]
+        if missing:
+            warn_frames(f"element(s) {', '.join(missing)} absent from fidelity {name!r}: their E0 is 0", None)
+        xp = x[:, present]
+        w = np.linalg.solve(xp.T @ xp + alpha * np.eye(xp.shape[1]), xp.T @ y)
+        e0[f, present] = w
+    return e0
+
+
+def force_rms(structures: Sequence[Structure]) -> float:
+    """sqrt(mean(F_ic^2)) over every force component of every structure with forces (1.0 if none)."""
+    total, count = 0.0, 0
+    for s in structures:
+        if s.forces is not None:
+            total += float(np.sum(np.square(s.forces)))
+            count += s.forces.size
+    if count == 0 or total == 0.0:
+        warn_frames("no force labels (or all zero): force-RMS scale set to 1.0", None)
+        return 1.0
+    return float(np.sqrt(total / count))
+
+
+def neighbor_counts(structures: Sequence[Structure], cutoff: float) -> np.ndarray:
+    """[n_structures] number of edges (directed neighbour pairs) of each structure."""
+    return np.array(
+        [len(neighbor_list(s.positions, s.cell, s.pbc, cutoff).senders) for s in structures], dtype=np.int64
+    )
+
+
+def avg_num_neighbors(structures: Sequence[Structure], cutoff: float, counts: np.ndarray | None = None) -> float:
+    """Total edges / total atoms of ``structures`` at ``cutoff`` (``counts`` reuses edge counts)."""
+    atoms = sum(s.num_atoms for s in structures)
+    if atoms == 0:
+        return 0.0
+    counts = neighbor_counts(structures, cutoff) if counts is None else np.asarray(counts)
+    return float(np.sum(counts) / atoms)
