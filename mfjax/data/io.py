@@ -95,8 +95,9 @@ def _label(atoms: Any, key: str, where: str) -> Any:
     results = getattr(atoms.calc, "results", None) or {}
     if key in results and results[key] is not None:
         return results[key]
-    store = atoms.arrays if where == "arrays" else atoms.info
-    return store.get(key)
+    first, second = (atoms.arrays, atoms.info) if where == "arrays" else (atoms.info, atoms.arrays)
+    value = first.get(key)
+    return second.get(key) if value is None else value
 
 
 def atoms_to_structure(
