@@ -49,6 +49,9 @@ def finish_run(s, state, ckpt, result, run: dict, log) -> None:
 
     if jax.process_index() == 0:
         write_json_atomic(run_dir / "test_metrics.json", test)
+        if not s.model.exportable:
+            log("model is a stand-in (not exportable): no export")
+            return
         summary = {
             "epochs": result.epochs_done, "steps": result.global_step, "chosen_checkpoint": chosen,
             "best_metric": s.cfg.train.best_metric, "best_value": run["best_value"], "best_epoch": run["best_epoch"],

@@ -31,6 +31,7 @@ class ModelBundle:
     fidelities: tuple[str, ...]
     avg_num_neighbors: float
     statistics: dict[str, Any]
+    exportable: bool = True  # False for stand-in models that ``load_model`` cannot rebuild
 
 
 def build_potential(cfg: Config, data: LoadedData, example, seed: int) -> ModelBundle:

@@ -119,3 +119,40 @@ def to_structures(frames) -> list:
             stress=None if "stress" not in res else voigt_6_to_full_3x3_stress(res["stress"]), index=i,
         ))
     return out
+
+
+def toy_builder(cfg, data, example, seed: int):
+    """``model_builder`` for ``train``/``setup_run``: a ``ToyPotential`` with fitted E0 (tests)."""
+    from mfjax.data.statistics import fit_e0
+    from mfjax.training.setup import ModelBundle
+
+    model = ToyPotential(tuple(data.species), tuple(data.fidelities), cutoff=cfg.data.cutoff)
+    e0 = fit_e0(data.train, data.species, data.fidelities)
+    return ModelBundle(
+        apply_fn=model.apply, variables=model.init(jax.random.PRNGKey(seed), e0), species=tuple(data.species),
+        fidelities=tuple(data.fidelities), avg_num_neighbors=1.0, statistics={}, exportable=False,
+    )
+
+
+def write_synthetic_dataset(directory, n_low: int = 40, n_high: int = 12, seed: int = 0) -> dict:
+    """Write a two-fidelity LJ dataset (``lo.extxyz``, ``hi.extxyz``) and return a config dict for a
+    tiny model that trains on it in seconds (tests, smoke runs)."""
+    from pathlib import Path
+
+    import ase.io
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    ase.io.write(directory / "lo.extxyz", synthetic_atoms(n_low, "lo", seed))
+    ase.io.write(directory / "hi.extxyz", synthetic_atoms(n_high, "hi", seed + 1, sigma_scale=1.05))
+    return {
+        "data": {
+            "cutoff": 4.0,
+            "datasets": [{"path": str(directory / "lo.extxyz"), "fidelity": "lo"}, {"path": str(directory / "hi.extxyz")}],
+            "split": {"valid": 0.2, "test": 0.2},
+        },
+        "model": {"preset": "small", "num_layers": 1, "hidden_irreps": "8x0e+4x1e", "lmax": 1, "radial_hidden": [8]},
+        "train": {"epochs": 3, "batch": {"max_graphs": 4}, "loss": {"fidelity_weights": {"hi": 7.0}}, "ema": 0.99,
+                  "checkpoint_every_steps": 3},
+        "output": {"dir": str(directory / "run"), "progress": False},
+    }
