@@ -21,7 +21,11 @@ class ModelConfig:
     radial_hidden: tuple[int, ...] = option((64, 64), "Hidden sizes of the radial MLP (silu, no biases).")
     envelope: Literal["xplor", "polynomial"] = option("xplor", "Cutoff envelope: XPLOR switch (r_on = r_c - 0.5) or polynomial (p=6).")
     self_connection: Literal["linear", "nequip"] = option("linear", "Self-connection: linear, or tensor product with the species one-hot.")
-    parity: bool = option(True, "Keep parity (odd/even) irreps distinct.")
+    parity: bool = option(
+        True,
+        "Keep parity: spherical harmonics 0e+1o+2e (O(3)-equivariant, reflection invariant). "
+        "false: all irreps even, 0e+1e+2e (SO(3) only, as SevenNet-0's is_parity: False).",
+    )
     fidelity_mode: Literal["conditioning", "heads"] = option(
         "conditioning",
         "How the fidelity enters: one-hot concatenated to intro/outro/first-readout linears (SevenNet), "
@@ -33,3 +37,19 @@ class ModelConfig:
             raise ConfigError(f"{where}.cutoff must be > 0, got {self.cutoff}")
         if self.num_layers < 1:
             raise ConfigError(f"{where}.num_layers must be >= 1, got {self.num_layers}")
+        if self.lmax < 0 or self.num_basis < 1:
+            raise ConfigError(f"{where}: lmax must be >= 0 and num_basis >= 1")
+        if any(int(h) < 1 for h in self.radial_hidden):
+            raise ConfigError(f"{where}.radial_hidden sizes must be >= 1, got {self.radial_hidden}")
+        import e3nn_jax as e3nn
+
+        try:
+            irreps = e3nn.Irreps(self.hidden_irreps)
+        except Exception as exc:  # e3nn raises ValueError/AssertionError on bad strings
+            raise ConfigError(f"{where}.hidden_irreps {self.hidden_irreps!r} is not valid irreps: {exc}") from None
+        if irreps.count("0e") < 2:
+            raise ConfigError(f"{where}.hidden_irreps needs at least 2 even scalars (0e), got {irreps}")
+        if not self.parity and any(ir.p != 1 for _, ir in irreps):
+            raise ConfigError(f"{where}.hidden_irreps {irreps} has odd irreps but parity is false")
+        if any(ir.l > self.lmax for _, ir in irreps):
+            raise ConfigError(f"{where}.hidden_irreps {irreps} has l > lmax = {self.lmax}")

@@ -18,3 +18,19 @@ def preset_path(name: str) -> Path:
 
         raise ConfigError(f"unknown model preset {name!r}; available: {available_presets()}")
     return path
+
+
+def load_preset(name: str, **overrides) -> "ModelConfig":
+    """The ``ModelConfig`` of a preset, with keyword overrides (validated)."""
+    import yaml
+
+    from mfjax.nn.config import ModelConfig
+    from mfjax.utils.configtools import from_dict
+
+    with open(preset_path(name)) as handle:
+        raw = yaml.safe_load(handle) or {}
+    raw.update(overrides)
+    raw["preset"] = name
+    config = from_dict(ModelConfig, raw)
+    config.validate()
+    return config
