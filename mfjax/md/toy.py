@@ -108,3 +108,36 @@ def lennard_jones_model(
         apply_fn=lennard_jones_apply(cutoff, smooth), variables=variables, species=tuple(species),
         fidelities=names, cutoff=float(cutoff), info={"kind": "lennard-jones", "smooth": smooth},
     )
+
+
+def random_potential_model(
+    species: tuple[int, ...] = (1, 6, 8, 14),
+    fidelities: tuple[str, ...] = ("pbe", "r2scan"),
+    cutoff: float = 4.0,
+    num_layers: int = 2,
+    seed: int = 0,
+    scale: float = 0.5,
+    **overrides,
+) -> StandInModel:
+    """An untrained ``mfjax.nn.model.Potential`` (preset "small") with random weights and E0 = -1 eV.
+
+    Exercises the real model code path in tests without a trained bundle; ``overrides`` go to the
+    preset (e.g. ``hidden_irreps="8x0e+4x1e", lmax=1`` for a fast-compiling model).
+    """
+    import ase.build
+
+    from mfjax.data.batching import pad_graph, structures_to_graph
+    from mfjax.data.structures import structure_from_atoms
+    from mfjax.nn.model import Potential, init_variables
+    from mfjax.nn.presets import load_preset
+
+    config = load_preset("small", cutoff=float(cutoff), num_layers=int(num_layers), **overrides)
+    module = Potential(config, tuple(species), tuple(fidelities), 10.0)
+    atoms = ase.build.molecule("CH4")
+    atoms.numbers[:] = species[0]
+    graph = structures_to_graph([structure_from_atoms(atoms, fidelities[0])], cutoff, {fidelities[0]: 0})
+    graph = jax.tree.map(jnp.asarray, pad_graph(graph, graph.num_nodes + 1, graph.num_edges, 2))
+    e0 = -np.ones((len(fidelities), len(species)))
+    variables = init_variables(module, jax.random.PRNGKey(seed), graph, e0=e0, scale=scale)
+    return StandInModel(module.apply, variables, tuple(species), tuple(fidelities), float(cutoff),
+                        info={"kind": "random-potential"})
