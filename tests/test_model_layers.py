@@ -9,7 +9,6 @@ import e3nn_jax as e3nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from mfjax.data.batching import pad_graph, structures_to_graph
 from mfjax.data.structures import Structure
@@ -156,3 +155,14 @@ def test_init_variables_matches_module_init_structure():
     assert variables["constants"]["e0"].shape == (2, 1) and float(variables["constants"]["scale"]) == 2.0
     big = variables["params"]["block_0"]["linear_outro"]
     assert all(abs(float(jnp.std(w)) - 1.0) < 0.3 for w in big.values() if w.size > 20)
+
+
+def test_nequip_self_connection_has_one_linear_per_species():
+    graph = structures_to_graph([_two_atoms()], 3.0, {"a": 0})
+    graph = jax.tree.map(jnp.asarray, pad_graph(graph, 3, 4, 2))
+    cfg = load_preset("small", num_layers=2, hidden_irreps="4x0e+2x1o", lmax=1, self_connection="nequip")
+    module = Potential(cfg, (1, 8, 14), ("a",), 3.0)
+    shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), graph, graph.edge_vectors())["params"]
+    sc = shapes["block_0"]["self_connection"]
+    # block 0: 4x0e -> gate input 6x0e+2x1o; only the 0e path exists, indexed by species
+    assert {k: v.shape for k, v in sc.items()} == {"w[0,0] 4x0e,6x0e": (3, 4, 6)}
