@@ -117,3 +117,28 @@ def test_sigkill_mid_epoch_then_resume_reproduces_the_run(tmp_path, reference):
     assert rows == ref_rows  # the loss curve after the resume point is the uninterrupted one
     assert resumed.test_metrics == ref.test_metrics
     assert not any(p.name.endswith(".orbax-checkpoint-tmp") for p in (tmp_path / "killed" / "checkpoints").rglob("*"))
+
+
+def test_sigint_finishes_the_step_saves_and_resumes_exactly(tmp_path, reference):
+    raw, ref, ref_dir = reference
+    raw = json.loads(json.dumps(raw))
+    raw["train"]["checkpoint_every_steps"] = 0  # only the SIGINT save can hold the mid-epoch position
+    raw["output"]["dir"] = str(tmp_path / "int")
+    steps_csv = tmp_path / "int" / "steps.csv"
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, json.dumps(raw)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if steps_csv.exists() and len(steps_csv.read_text().splitlines()) - 1 >= 3:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    log = (tmp_path / "int" / "train.log").read_text()
+    assert "interrupted: saved the last checkpoint" in log
+    n_done = len(_rows(steps_csv))
+    assert 3 <= n_done < ref.global_step
+    resumed = train(load_config(data=raw), resume=True, model_builder=toy_builder, echo=False)
+    assert f"global step {n_done})" in (tmp_path / "int" / "train.log").read_text()  # nothing lost, nothing redone
+    assert _rows(steps_csv) == _rows(ref_dir / "steps.csv")
+    assert resumed.test_metrics == ref.test_metrics
