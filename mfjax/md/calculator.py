@@ -18,35 +18,8 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from mfjax.data.batching import pad_graph, structures_to_graph
 from mfjax.data.structures import structure_from_atoms
-from mfjax.md.toy import resolve_fidelity
-
-
-def _predict_fn():
-    """``mfjax.physics.predict`` (energy, forces = -dE/dR, stress = (1/V) dE/dε, ASE sign)."""
-    try:
-        from mfjax.physics import predict
-    except ModuleNotFoundError:  # TODO(md): remove once mfjax.physics has landed
-        return _fallback_predict
-    return predict
-
-
-def _fallback_predict(apply_fn, variables, graph, *, compute_stress=True):
-    """The ``mfjax.physics.predict`` contract, for use until that module exists."""
-    g = graph.num_graphs
-    strain0 = jnp.zeros((g, 3, 3), graph.nodes.positions.dtype)
-
-    def total(positions, strain):
-        e = apply_fn(variables, graph, graph.edge_vectors(positions, strain if compute_stress else None))
-        per_graph = jax.ops.segment_sum(e, graph.node_graph_index(), num_segments=g)
-        return per_graph.sum(), per_graph
-
-    (_, energy), (de_dr, de_de) = jax.value_and_grad(total, argnums=(0, 1), has_aux=True)(
-        graph.nodes.positions, strain0
-    )
-    vol = graph.volume()
-    safe = jnp.where(vol > 0, vol, 1.0)
-    stress = jnp.where((vol > 0)[:, None, None], de_de / safe[:, None, None], 0.0)
-    return {"energy": energy, "forces": -de_dr, "stress": stress}
+from mfjax.errors import ConfigError
+from mfjax.physics import predict
 
 
 class MfjaxCalculator(Calculator):
@@ -67,13 +40,12 @@ class MfjaxCalculator(Calculator):
         if capacity_factor <= 1.0:
             raise ValueError(f"capacity_factor must be > 1, got {capacity_factor}")
         self.model = model
-        self.fidelity_id = resolve_fidelity(tuple(model.fidelities), fidelity)
+        self.fidelity_id = int(model.fidelity_index(fidelity))  # FidelityError lists the names
         self.fidelity = tuple(model.fidelities)[self.fidelity_id]
         self.capacity_factor = float(capacity_factor)
         self.capacity: tuple[int, int] = (0, 0)
         self.compile_count = 0
         self._fidelity_map = {self.fidelity: self.fidelity_id}
-        predict = _predict_fn()
         apply_fn = model.apply_fn
 
         def run(variables, graph, compute_stress: bool):
@@ -81,6 +53,9 @@ class MfjaxCalculator(Calculator):
             return predict(apply_fn, variables, graph, compute_stress=compute_stress)
 
         self._run = jax.jit(run, static_argnums=2)
+        floats = [x for x in jax.tree.leaves(model.variables) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating)]
+        self._dtype = jnp.asarray(floats[0]).dtype if floats else jnp.asarray(0.0).dtype  # the model's precision
+        self._known = set(int(z) for z in getattr(model, "species", ()))
 
     def _grow(self, n_node: int, n_edge: int) -> tuple[int, int]:
         cap_n, cap_e = self.capacity
@@ -97,11 +72,14 @@ class MfjaxCalculator(Calculator):
         periodic = bool(np.any(atoms.pbc))
         if "stress" in properties and not periodic:
             raise PropertyNotImplementedError("stress needs a periodic cell")
+        unknown = sorted(set(int(z) for z in atoms.numbers) - self._known) if self._known else []
+        if unknown:
+            raise ConfigError(f"atomic numbers {unknown} are not known to this model (species {sorted(self._known)})")
         structure = structure_from_atoms(atoms, self.fidelity)
         graph = structures_to_graph([structure], self.model.cutoff, self._fidelity_map)
         n_node, n_edge = self._grow(graph.num_nodes, graph.num_edges)
         graph = pad_graph(graph, n_node, n_edge, 2)
-        dtype = jnp.asarray(0.0).dtype  # float32 unless the user enabled x64
+        dtype = self._dtype
         graph = jax.tree.map(
             lambda a: jnp.asarray(a, dtype=dtype) if np.issubdtype(np.asarray(a).dtype, np.floating) else jnp.asarray(a),
             graph,

@@ -30,7 +30,6 @@ import numpy as np
 from jax_md import custom_partition, partition, space
 
 from mfjax.data.graph import EdgeFeatures, Graph, GraphFeatures, NodeFeatures
-from mfjax.md.toy import resolve_fidelity
 
 Array = jax.Array
 
@@ -150,7 +149,7 @@ def energy_fn_for(
     disable_cell_list: passed to ``partition.neighbor_list`` (the cell list needs a large box, and
     ``nvt_langevin`` with fractional coordinates fails with it on).
     """
-    fidelity_id = resolve_fidelity(tuple(model.fidelities), fidelity)
+    fidelity_id = int(model.fidelity_index(fidelity))  # FidelityError lists the names
     cutoff = float(model.cutoff)
     species = jnp.asarray(np.asarray(species), jnp.int32)
     n = int(species.shape[0])
