@@ -1,0 +1,151 @@
+"""Run strategies over HF fractions and seeds; evaluate every model on the same test sets.
+
+``ablate(cfg, settings, out_dir)`` writes into ``out_dir``:
+
+* ``results.csv``: one row per (strategy, HF fraction, seed) with HF test metrics (covered region),
+  HF metrics on the uncovered region, LF test metrics where the model predicts the LF fidelity,
+  the training time and notes (e.g. where the Δ model's LF labels came from); plus one
+  ``lf_model`` row per seed (the shared LF model evaluated on the HF sets: the "no HF data" line);
+* ``results.md`` (mean ± std over seeds) and ``learning_curves.png``;
+* ``summary.json`` (data sizes, settings, timings) and, with ``ablation.export``, every model under
+  ``runs/<strategy>_f<fraction>_s<seed>/model`` (a "delta" bundle for delta).
+
+``resume=True`` keeps the rows of an existing ``results.csv`` and runs only the missing ones.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+from mfjax.config import Config
+from mfjax.data.dataset import LoadedData
+from mfjax.strategies import append, delta, hf_only, multi_fidelity, report, transfer
+from mfjax.strategies.base import Context, Outcome
+from mfjax.strategies.data import prepare_data
+from mfjax.strategies.settings import AblationSettings
+from mfjax.strategies.trainer import Model, export_potential
+
+__all__ = ["RUNNERS", "ablate", "run_strategy"]
+
+#: name -> ``run(ctx, hf_train, seed) -> Outcome``
+RUNNERS: dict[str, Callable[[Context, list, int], Outcome]] = {
+    "hf_only": hf_only.run,
+    "transfer": transfer.run,
+    "delta": delta.run,
+    "multi_fidelity": multi_fidelity.run,
+    "multi_fidelity_heads": multi_fidelity.run_heads,
+    "append": append.run,
+}
+
+
+def run_strategy(ctx: Context, name: str, fraction: float, seed: int) -> tuple[Outcome, dict]:
+    """Train strategy ``name`` on the HF subset of (fraction, seed); evaluate it; one results row."""
+    hf_train = ctx.data.hf_subset(fraction, seed)
+    outcome = RUNNERS[name](ctx, hf_train, seed)
+    row = {"strategy": name, "hf_fraction": fraction, "seed": seed, "n_hf_train": len(hf_train),
+           "n_lf_train": outcome.notes.get("n_lf_train", 0), "steps": outcome.steps,
+           "train_seconds": round(outcome.seconds, 1)}
+    row.update(evaluate_outcome(ctx, outcome))
+    notes = {k: v for k, v in outcome.notes.items() if k != "n_lf_train"}
+    row["notes"] = json.dumps(notes, sort_keys=True) if notes else ""
+    return outcome, row
+
+
+def evaluate_outcome(ctx: Context, outcome: Outcome) -> dict:
+    """Columns of the HF test, HF uncovered and (if the model has the LF fidelity) LF test metrics."""
+    d, t = ctx.data, ctx.trainer
+    cols = {}
+    cols.update(report.metric_columns("hf_test", t.evaluate(outcome.model, d.hf_test).get(d.high)))
+    cols.update(report.metric_columns("hf_uncovered", t.evaluate(outcome.model, d.hf_uncovered).get(d.high)))
+    lf = t.evaluate(outcome.model, d.lf_test).get(d.low) if outcome.low is not None else None
+    cols.update(report.metric_columns("lf_test", lf))
+    return cols
+
+
+def _lf_row(ctx: Context, seed: int) -> dict:
+    """The shared LF model as an HF surrogate (HF frames predicted at the LF fidelity) and on LF test."""
+    d, t = ctx.data, ctx.trainer
+    fitted = ctx.lf_model(seed)
+    as_low = lambda ss: [replace(s, fidelity=d.low) for s in ss]  # noqa: E731
+    row = {"strategy": "lf_model", "hf_fraction": 0.0, "seed": seed, "n_hf_train": 0, "n_lf_train": len(d.lf_train),
+           "steps": fitted.steps, "train_seconds": round(fitted.seconds, 1),
+           "notes": json.dumps({"energies": "LF reference energies: not comparable with HF energies"})}
+    row.update(report.metric_columns("hf_test", t.evaluate(fitted.model, as_low(d.hf_test)).get(d.low)))
+    row.update(report.metric_columns("hf_uncovered", t.evaluate(fitted.model, as_low(d.hf_uncovered)).get(d.low)))
+    row.update(report.metric_columns("lf_test", t.evaluate(fitted.model, d.lf_test).get(d.low)))
+    return row
+
+
+def _export(ctx: Context, outcome: Outcome, row: dict, path: Path) -> None:
+    training = {"row": row}
+    if isinstance(outcome.model, delta.DeltaPair):
+        delta.export_delta(path, outcome.model, ctx.cfg.data.cutoff, training)
+    elif isinstance(outcome.model, Model):
+        export_potential(path, outcome.model, ctx.cfg.data.cutoff, training)
+
+
+def ablate(
+    cfg: Config,
+    settings: AblationSettings,
+    out_dir: str | Path,
+    *,
+    loaded: LoadedData | None = None,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """Run the ablation of ``settings`` on the data of ``cfg`` into ``out_dir``; returns the rows."""
+    t_start = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = prepare_data(cfg, settings, loaded)
+    log(f"data: {data.summary()}")
+    ctx = Context(cfg, settings, data, out, log=log)
+    csv_path = out / "results.csv"
+    rows = report.read_csv(csv_path) if resume and csv_path.exists() else []
+    done = {(r["strategy"], float(r["hf_fraction"]), int(r["seed"])) for r in rows}
+    seeds = [settings.seed_offset + k for k in range(settings.seeds)]
+    plan = [(name, f, s) for s in seeds for f in settings.hf_fractions for name in settings.strategies]
+    needs_lf = {"transfer", "delta", "append"}
+    for k, (name, fraction, seed) in enumerate(plan, start=1):
+        tag = f"{name} hf_fraction={fraction:g} ({data.n_hf(fraction)} HF structures) seed {seed}"
+        if (name, float(fraction), seed) in done:
+            log(f"[run {k}/{len(plan)}] {tag}: done before (results.csv), skipped")
+            continue
+        if name in needs_lf and not ctx.has_lf_model(seed):
+            ctx.lf_model(seed)
+            if ("lf_model", 0.0, seed) not in done:
+                rows.append(_lf_row(ctx, seed))
+                done.add(("lf_model", 0.0, seed))
+        log(f"[run {k}/{len(plan)}] {tag}")
+        outcome, row = run_strategy(ctx, name, fraction, seed)
+        rows.append(row)
+        report.write_csv(csv_path, rows)
+        if settings.export:
+            _export(ctx, outcome, row, out / "runs" / f"{name}_f{fraction:g}_s{seed}" / "model")
+        f_mae = row.get("hf_test_forces_mae_ev_a")
+        e_mae = row.get("hf_test_energy_mae_mev_atom")
+        log(f"[run {k}/{len(plan)}] {tag}: HF test F MAE {_fmt(f_mae, 1000)} meV/Å, E MAE {_fmt(e_mae)} meV/atom "
+            f"({row['train_seconds']} s{'; ' + row['notes'] if row['notes'] else ''})")
+    report.write_csv(csv_path, rows)
+    order = [s for s in settings.strategies]
+    (out / "results.md").write_text(report.markdown(rows, order))
+    report.plot(rows, order, out / "learning_curves.png", title=f"{data.low} -> {data.high}")
+    summary = {"data": data.summary(), "settings": _plain(settings), "runs": len(plan),
+               "compilations": ctx.trainer.compilations, "seconds": round(time.perf_counter() - t_start, 1)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    log(f"wrote {csv_path}, {out / 'results.md'}, {out / 'learning_curves.png'} ({summary['seconds']} s)")
+    return rows
+
+
+def _fmt(value, scale: float = 1.0) -> str:
+    return "-" if value is None else f"{value * scale:.2f}"
+
+
+def _plain(settings: AblationSettings) -> dict:
+    from mfjax.utils.configtools import to_dict
+
+    return to_dict(settings)

@@ -1,0 +1,125 @@
+"""The data every strategy of an ablation shares: splits, HF subsets, the uncovered test set.
+
+``prepare_data`` loads the config's datasets once (``load_data``: structure_id-aware split, so a
+geometry labelled at both fidelities lands in the same split) and derives:
+
+* LF train/valid/test: the low-fidelity frames of each split;
+* HF train pool/valid/test: the high-fidelity frames of each split *outside* the uncovered region;
+* HF uncovered: every high-fidelity frame with ``info[uncovered_key] == uncovered_value``, from any
+  split — never trained on, a test of what only the LF data covers;
+* ``hf_subset(fraction, seed)``: the first round(fraction x pool) frames of a seeded permutation of the
+  pool (nested: a smaller fraction is a subset of a larger one for the same seed);
+* one batch budget, mean neighbour count and stress flag for every run (so runs compile once).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from mfjax.config import Config
+from mfjax.data.batching import BatchBudget, budget_for
+from mfjax.data.dataset import LoadedData, load_data, match_pairs
+from mfjax.data.statistics import avg_num_neighbors
+from mfjax.data.structures import Structure
+from mfjax.errors import ConfigError, DataError
+from mfjax.strategies.settings import AblationSettings
+
+__all__ = ["AblationData", "prepare_data", "low_partners"]
+
+
+@dataclass
+class AblationData:
+    """Shared structures and constants of one ablation (see the module docstring)."""
+
+    low: str
+    high: str
+    species: tuple[int, ...]
+    lf_train: list[Structure]
+    lf_valid: list[Structure]
+    lf_test: list[Structure]
+    hf_pool: list[Structure]
+    hf_valid: list[Structure]
+    hf_test: list[Structure]
+    hf_uncovered: list[Structure]
+    lf_all: list[Structure]
+    avg_num_neighbors: float
+    budget: BatchBudget
+    compute_stress: bool
+    min_hf_train: int = 1
+    loaded: LoadedData | None = None
+
+    def n_hf(self, fraction: float) -> int:
+        """Number of HF training structures at ``fraction`` (at least ``min_hf_train``)."""
+        return int(min(len(self.hf_pool), max(self.min_hf_train, round(fraction * len(self.hf_pool)))))
+
+    def hf_subset(self, fraction: float, seed: int) -> list[Structure]:
+        order = np.random.default_rng([seed, 7919]).permutation(len(self.hf_pool))
+        return [self.hf_pool[k] for k in order[: self.n_hf(fraction)]]
+
+    def summary(self) -> str:
+        return (
+            f"low {self.low!r}: train {len(self.lf_train)}, valid {len(self.lf_valid)}, test {len(self.lf_test)}; "
+            f"high {self.high!r}: train pool {len(self.hf_pool)}, valid {len(self.hf_valid)}, test {len(self.hf_test)}, "
+            f"uncovered test {len(self.hf_uncovered)}; species {list(self.species)}; "
+            f"mean neighbours {self.avg_num_neighbors:.2f}; batch budget {self.budget}"
+        )
+
+
+def _is_uncovered(s: Structure, settings: AblationSettings) -> bool:
+    return str(s.info.get(settings.uncovered_key, "")) == settings.uncovered_value
+
+
+def prepare_data(cfg: Config, settings: AblationSettings, loaded: LoadedData | None = None) -> AblationData:
+    """Load and split the data of ``cfg`` for an ablation (``loaded`` skips reading the files)."""
+    loaded = load_data(cfg.data) if loaded is None else loaded
+    fids = loaded.fidelities
+    if len(fids) < 2 and (settings.low is None or settings.high is None):
+        raise ConfigError(f"an ablation needs two fidelities; the data has {list(fids)}")
+    low = settings.low if settings.low is not None else fids[0]
+    high = settings.high if settings.high is not None else fids[1]
+    for name in (low, high):
+        if name not in fids:
+            raise ConfigError(f"ablation fidelity {name!r} is not in the data (fidelities {list(fids)})")
+    if low == high:
+        raise ConfigError(f"ablation.low and ablation.high are both {low!r}")
+
+    def pick(split: Sequence[Structure], name: str, covered: bool | None) -> list[Structure]:
+        return [s for s in split if s.fidelity == name and (covered is None or _is_uncovered(s, settings) != covered)]
+
+    everything = loaded.train + loaded.valid + loaded.test
+    data_parts = dict(
+        lf_train=pick(loaded.train, low, None), lf_valid=pick(loaded.valid, low, None), lf_test=pick(loaded.test, low, None),
+        hf_pool=pick(loaded.train, high, True), hf_valid=pick(loaded.valid, high, True), hf_test=pick(loaded.test, high, True),
+        hf_uncovered=pick(everything, high, False),
+    )
+    if not data_parts["lf_train"] or not data_parts["hf_pool"]:
+        raise DataError(
+            f"an ablation needs low- and high-fidelity training data; got {len(data_parts['lf_train'])} {low!r} and "
+            f"{len(data_parts['hf_pool'])} covered {high!r} training frames"
+        )
+    if not data_parts["hf_test"]:
+        raise DataError(f"no {high!r} test frames: raise data.split.test")
+    used = [s for s in everything if s.fidelity in (low, high)]
+    train_all = data_parts["lf_train"] + data_parts["hf_pool"]
+    b = cfg.train.batch
+    derived = budget_for(used, cfg.data.cutoff, b.max_graphs)
+    budget = BatchBudget(n_node=b.max_nodes or derived.n_node, n_edge=b.max_edges or derived.n_edge, n_graph=b.max_graphs + 1)
+    stress = cfg.train.compute_stress
+    if stress is None:
+        stress = any(s.stress is not None for s in used)
+    return AblationData(
+        low=low, high=high, species=tuple(loaded.species), **data_parts,
+        lf_all=[s for s in everything if s.fidelity == low],
+        avg_num_neighbors=float(avg_num_neighbors(train_all, cfg.data.cutoff)), budget=budget,
+        compute_stress=bool(stress), min_hf_train=settings.min_hf_train, loaded=loaded,
+    )
+
+
+def low_partners(data: AblationData, structures: Sequence[Structure]) -> list[Structure | None]:
+    """The low-fidelity frame with the same structure_id (and geometry) of each HF structure, or None."""
+    pairs = match_pairs(list(data.lf_all) + list(structures), data.low, data.high)
+    by_id = {h.structure_id: l for l, h in pairs}
+    return [by_id.get(s.structure_id) if s.structure_id is not None else None for s in structures]

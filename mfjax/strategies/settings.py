@@ -1,0 +1,133 @@
+"""The ``ablation:`` section of an experiment config, and loading a config that has one.
+
+An ablation config is an ordinary mfjax config (``data``, ``model``, ``train``, ``output``) plus::
+
+    ablation:
+      low: pbe                  # fidelity names (null = first / second fidelity found)
+      high: r2scan
+      strategies: [hf_only, transfer, delta, multi_fidelity, multi_fidelity_heads, append]
+      hf_fractions: [0.01, 0.03, 0.1, 0.3, 1.0]
+      seeds: 1
+      steps: {pretrain: 1000, hf: 400, joint: 1400, append: 400}
+      transfer_freeze: none     # or backbone
+      delta_labels: auto        # paired | predicted | auto
+      quick: ["ablation.hf_fractions=[0.1,1.0]", ...]   # overrides applied by --quick
+
+Every strategy of one (fraction, seed) sees the same HF training subset, the same validation and
+test sets, the same model size and the same seed; ``train.lr``, ``train.lr_final``, ``train.ema``,
+``train.grad_clip``, ``train.batch`` and ``train.loss`` apply to every stage. Budgets are in
+optimiser steps (not epochs) so that the cost of a table is known in advance.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from mfjax.config import Config, load_config
+from mfjax.utils.configtools import ConfigError, apply_overrides, from_dict, option
+
+__all__ = ["STRATEGIES", "StageSteps", "AblationSettings", "load_ablation_config", "DEFAULT_QUICK"]
+
+#: Every strategy name, in the order of the tables.
+STRATEGIES = ("hf_only", "transfer", "delta", "multi_fidelity", "multi_fidelity_heads", "append")
+
+#: Overrides applied by ``--quick`` when the config gives none: tiny budgets, two fractions.
+DEFAULT_QUICK = (
+    "ablation.hf_fractions=[0.3,1.0]",
+    "ablation.seeds=1",
+    "ablation.steps.pretrain=40",
+    "ablation.steps.hf=30",
+    "ablation.steps.joint=60",
+    "ablation.steps.append=30",
+    "ablation.eval_every=30",
+)
+
+
+@dataclass(frozen=True)
+class StageSteps:
+    """Optimiser steps of each training stage."""
+
+    pretrain: int = option(1000, "LF-only model; shared by transfer, delta and append (trained once per seed).")
+    hf: int = option(400, "HF-only training, transfer fine-tuning and the Δ model.")
+    joint: int = option(1400, "multi_fidelity / multi_fidelity_heads from scratch on LF + HF data.")
+    append: int = option(400, "Training on LF + HF data after the HF fidelity is appended to the LF model.")
+
+    def validate(self, where: str = "steps") -> None:
+        for name in ("pretrain", "hf", "joint", "append"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{where}.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class AblationSettings:
+    """What ``mfjax ablate`` compares and with which budgets."""
+
+    low: str | None = option(None, "Low-fidelity name (null = the first fidelity of the data).")
+    high: str | None = option(None, "High-fidelity name (null = the second fidelity of the data).")
+    strategies: tuple[str, ...] = option(STRATEGIES, f"Strategies to run, from {list(STRATEGIES)}.")
+    hf_fractions: tuple[float, ...] = option((0.01, 0.03, 0.1, 0.3, 1.0), "Fractions of the HF training set.")
+    seeds: int = option(1, "Number of seeds (subset draw + initialisation); tables show mean ± std.")
+    seed_offset: int = option(0, "First seed.")
+    min_hf_train: int = option(1, "At least this many HF training structures at any fraction.")
+    steps: StageSteps = option(doc="Optimiser steps per stage.", factory=StageSteps)
+    e0_alpha: float = option(
+        0.1, "Ridge alpha of every E0 fit (SPEC: 0.1). With total energies of ~1e3 eV/atom (all-electron "
+        "codes) 0.1 shrinks E0 by eV on small sets; use e.g. 1e-8 there."
+    )
+    eval_every: int = option(100, "Validate every this many steps; the best validation weights are kept.")
+    transfer_freeze: Literal["none", "backbone"] = option(
+        "none", "Transfer fine-tuning: train all weights, or freeze everything but the readout."
+    )
+    delta_labels: Literal["auto", "paired", "predicted"] = option(
+        "auto",
+        "LF labels of the HF structures for Δ-learning: paired frames (same structure_id), the LF model's "
+        "predictions, or auto (paired where available, predictions for the rest).",
+    )
+    uncovered_key: str = option("region", "atoms.info key marking the region of a frame.")
+    uncovered_value: str = option(
+        "uncovered", "HF frames with info[uncovered_key] == this value are never trained on: they form the "
+        "'uncovered' HF test set (the part of space only the LF data covers)."
+    )
+    export: bool = option(True, "Export every trained model (RUN/runs/<name>/model) for evaluate / MD.")
+    quick: tuple[str, ...] = option(DEFAULT_QUICK, "key=value overrides applied by --quick (CI-sized run).")
+
+    def validate(self, where: str = "ablation") -> None:
+        unknown = [s for s in self.strategies if s not in STRATEGIES]
+        if unknown or not self.strategies:
+            raise ConfigError(f"{where}.strategies: unknown {unknown}; choose from {list(STRATEGIES)}")
+        if not self.hf_fractions or any(not 0.0 < f <= 1.0 for f in self.hf_fractions):
+            raise ConfigError(f"{where}.hf_fractions must be in (0, 1], got {list(self.hf_fractions)}")
+        if self.e0_alpha < 0:
+            raise ConfigError(f"{where}.e0_alpha must be >= 0, got {self.e0_alpha}")
+        if self.seeds < 1 or self.min_hf_train < 1 or self.eval_every < 1:
+            raise ConfigError(f"{where}: seeds, min_hf_train and eval_every must be >= 1")
+
+
+def load_ablation_config(
+    path: str | Path | None, overrides: list[str] | None = None, *, quick: bool = False, data: dict | None = None
+) -> tuple[Config, AblationSettings]:
+    """(base config, ablation settings) from a YAML file (or ``data``) with ``--set`` overrides.
+
+    ``quick`` applies the ``ablation.quick`` overrides before the explicit ones.
+    """
+    if data is None:
+        if path is None or not Path(path).exists():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        with open(path) as handle:
+            data = yaml.safe_load(handle) or {}
+    raw = copy.deepcopy(data)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    if quick:
+        section = raw.get("ablation") or {}
+        apply_overrides(raw, list(section.get("quick", DEFAULT_QUICK)))
+    apply_overrides(raw, list(overrides or []))
+    section = raw.pop("ablation", None) or {}
+    settings = from_dict(AblationSettings, section, "ablation")
+    cfg = load_config(path, data=raw)
+    return cfg, settings

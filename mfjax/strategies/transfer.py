@@ -1,0 +1,35 @@
+"""Transfer learning (SPEC §5): pre-train on the low fidelity, fine-tune on the high fidelity.
+
+The fine-tuned model starts from the LF model's weights (all of them, or with the backbone frozen:
+only the readout trains), with E0 refitted on the HF training data, the LF model's energy scale and
+mean neighbour count, and a fresh optimiser (new Adam moments and learning-rate schedule).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from mfjax.data.structures import Structure
+from mfjax.strategies.base import Context, Outcome
+from mfjax.strategies.trainer import Model, with_fidelities
+
+#: Param groups trained when the backbone is frozen.
+HEAD = ("readout",)
+
+
+def initial_model(ctx: Context, lf: Model, hf_train: Sequence[Structure]) -> Model:
+    """The LF weights renamed to the HF fidelity, with E0 refitted on ``hf_train``."""
+    high = ctx.data.high
+    return with_fidelities(lf, (high,), e0=ctx.e0(hf_train, (high,)))
+
+
+def run(ctx: Context, hf_train: Sequence[Structure], seed: int) -> Outcome:
+    d = ctx.data
+    lf = ctx.lf_model(seed)
+    freeze = ctx.settings.transfer_freeze == "backbone"
+    fitted = ctx.trainer.fit(
+        initial_model(ctx, lf.model, hf_train), hf_train, d.hf_valid, steps=ctx.settings.steps.hf, seed=seed,
+        select=d.high, trainable=HEAD if freeze else None, label=f"transfer s{seed}",
+    )
+    notes = {"n_lf_train": len(d.lf_train), "fine_tune": "readout only (backbone frozen)" if freeze else "all weights"}
+    return Outcome(fitted.model, [fitted], notes)
