@@ -1,0 +1,43 @@
+"""The multi-fidelity datasets shipped with mfjax (made by experiments/datasets/make_dataset.py).
+
+==================== ========= =============================================================
+file                 fidelity  contents
+==================== ========= =============================================================
+organics_pbe         pbe       methanol, methylamine, formic acid; PBE/def2-SVP energy+forces
+organics_r2scan      r2scan    r2SCAN/def2-SVP energy+forces; ``region`` covered (300/600 K,
+                               training) and uncovered (1000/1500 K, test only)
+organics_ccsdt       ccsdt     CCSD(T)/cc-pVDZ (frozen core) energies, no forces
+si_pbe               pbe       2-atom diamond Si cells, PBE/gth-szv energy+forces+stress
+si_r2scan            r2scan    same cells (first 15), r2SCAN/gth-szv energy+stress, no forces
+==================== ========= =============================================================
+
+Frames share ``info['structure_id']`` across fidelities when the geometry is the same. Units: eV, Å,
+eV/Å^3 (ASE stress sign). Use ``info['scf_converged']`` to drop frames whose SCF failed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
+
+def available() -> list[str]:
+    """Names of the shipped dataset files (without extension)."""
+    return sorted(p.stem for p in DATA_DIR.glob("*.extxyz"))
+
+
+def dataset_path(name: str) -> Path:
+    """Path of a shipped dataset file, e.g. ``dataset_path("organics_pbe")``.
+
+    ``name`` may include the ``.extxyz`` extension. Raises FileNotFoundError listing the available
+    names if there is no such file.
+    """
+    stem = name[: -len(".extxyz")] if name.endswith(".extxyz") else name
+    path = DATA_DIR / f"{stem}.extxyz"
+    if not path.is_file():
+        raise FileNotFoundError(f"no shipped dataset {name!r}; available: {available()}")
+    return path
+
+
+__all__ = ["DATA_DIR", "available", "dataset_path"]

@@ -1,0 +1,236 @@
+"""Levels of theory: parse ``method/basis`` strings and compute labels with pyscf.
+
+A level is a method (``pbe``, ``r2scan``, ``ccsd(t)``) and a Gaussian basis. Molecules (no periodic
+direction) run through ``pyscf.gto``/``pyscf.dft`` with density fitting for DFT; cells with
+``atoms.pbc`` all true run through ``pyscf.pbc`` (k-point Kohn-Sham, GTH pseudopotentials, FFT density
+fitting), which gives stress as well.
+
+What each level yields (anything else is *absent*, never zero):
+
+============== ===================== =================================
+method         molecule              periodic cell
+============== ===================== =================================
+pbe            energy, forces        energy, forces, stress
+r2scan         energy, forces        energy, stress (pyscf.pbc has no meta-GGA forces)
+ccsd(t)        energy                not supported
+============== ===================== =================================
+
+Units out: energy eV (total electronic energy incl. nuclear repulsion), forces eV/Å, stress eV/Å^3 in
+ASE's convention (``sigma = 1/V dE/d(strain)``, positive = tensile, Voigt order xx yy zz yz xz xy).
+pyscf's ``get_stress`` returns exactly ``1/V dE/de`` (checked against a finite difference of the energy
+under isotropic strain), so only the Hartree/Bohr^3 -> eV/Å^3 conversion is applied.
+
+pyscf is imported lazily so that importing this module is cheap (and so that worker processes can set
+their thread count before the OpenMP runtime starts).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from ase.units import Bohr, Hartree
+
+#: Canonical method names and the aliases accepted on the command line.
+METHOD_ALIASES: dict[str, str] = {
+    "pbe": "pbe",
+    "r2scan": "r2scan",
+    "ccsd(t)": "ccsd(t)",
+    "ccsdt": "ccsd(t)",
+}
+#: Default fidelity name for each canonical method (a name safe for files and configs).
+DEFAULT_FIDELITY: dict[str, str] = {"pbe": "pbe", "r2scan": "r2scan", "ccsd(t)": "ccsdt"}
+#: pyscf exchange-correlation names of the DFT methods.
+XC_NAMES: dict[str, str] = {"pbe": "pbe", "r2scan": "r2scan"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Level:
+    """A level of theory: canonical method name and basis set name (lower case)."""
+
+    method: str
+    basis: str
+
+    @property
+    def name(self) -> str:
+        """``method/basis``, e.g. ``pbe/def2-svp``."""
+        return f"{self.method}/{self.basis}"
+
+    @property
+    def default_fidelity(self) -> str:
+        """The fidelity name used when none is given (``pbe``, ``r2scan``, ``ccsdt``)."""
+        return DEFAULT_FIDELITY[self.method]
+
+
+def parse_level(text: str) -> Level:
+    """Parse ``METHOD/BASIS`` (case-insensitive), e.g. ``pbe/def2-svp`` or ``CCSD(T)/cc-pVDZ``."""
+    method, sep, basis = text.strip().lower().partition("/")
+    if not sep or not basis:
+        raise ValueError(f"level {text!r} is not of the form METHOD/BASIS (e.g. pbe/def2-svp)")
+    if method not in METHOD_ALIASES:
+        raise ValueError(f"unknown method {method!r} in {text!r}; known: {sorted(METHOD_ALIASES)}")
+    return Level(METHOD_ALIASES[method], basis)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Numerical settings of a calculation (recorded with every frame that uses them)."""
+
+    conv_tol: float = 1e-9
+    """SCF energy convergence threshold (Hartree)."""
+    max_cycle: int = 100
+    """Maximum SCF iterations; a frame that does not converge is kept and marked."""
+    density_fit: bool = True
+    """Density fitting (RI-J/XC) for molecular DFT."""
+    frozen_core: bool = True
+    """Freeze core orbitals in CCSD(T) (the usual choice with cc-pVXZ bases)."""
+    ke_cutoff: float = 40.0
+    """Plane-wave kinetic energy cutoff of the periodic density grid (Hartree)."""
+    pseudo: str = "gth-pbe"
+    """Pseudopotential for periodic cells (GTH)."""
+    kmesh: tuple[int, int, int] | None = None
+    """Monkhorst-Pack mesh (Gamma-centred) for periodic cells; None: ``atoms.info['kmesh']`` or 2x2x2."""
+
+
+@dataclasses.dataclass
+class Result:
+    """Labels of one frame. Absent labels are None."""
+
+    energy: float | None
+    forces: np.ndarray | None
+    stress: np.ndarray | None
+    converged: bool
+    wall_time_s: float
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _spin_and_charge(atoms: Atoms) -> tuple[int, int]:
+    charge = int(atoms.info.get("charge", 0))
+    nelec = int(atoms.get_atomic_numbers().sum()) - charge
+    spin = int(atoms.info.get("spin", nelec % 2))
+    return spin, charge
+
+
+def _molecule(atoms: Atoms, basis: str) -> Any:
+    from pyscf import gto
+
+    spin, charge = _spin_and_charge(atoms)
+    return gto.M(
+        atom=[(s, tuple(p)) for s, p in zip(atoms.get_chemical_symbols(), atoms.positions)],
+        basis=basis, unit="Angstrom", charge=charge, spin=spin, verbose=0,
+    )
+
+
+def _molecular_dft(atoms: Atoms, level: Level, settings: Settings) -> Result:
+    from pyscf import dft
+
+    mol = _molecule(atoms, level.basis)
+    mf = dft.RKS(mol) if mol.spin == 0 else dft.UKS(mol)
+    if settings.density_fit:
+        mf = mf.density_fit()
+    mf.xc = XC_NAMES[level.method]
+    mf.conv_tol = settings.conv_tol
+    mf.max_cycle = settings.max_cycle
+    energy = float(mf.kernel())
+    forces = None
+    if mf.converged:  # gradients of an unconverged density are not labels
+        grad = mf.nuc_grad_method().kernel()
+        forces = -np.asarray(grad) * (Hartree / Bohr)
+    return Result(energy * Hartree, forces, None, bool(mf.converged), 0.0,
+                  {"density_fit": settings.density_fit})
+
+
+def _molecular_ccsd_t(atoms: Atoms, level: Level, settings: Settings) -> Result:
+    from pyscf import cc, scf
+    from pyscf.data.elements import chemcore
+
+    mol = _molecule(atoms, level.basis)
+    mf = scf.RHF(mol) if mol.spin == 0 else scf.UHF(mol)
+    mf.conv_tol = settings.conv_tol
+    mf.max_cycle = settings.max_cycle
+    mf.kernel()
+    frozen = chemcore(mol) if settings.frozen_core else 0
+    mycc = cc.CCSD(mf, frozen=frozen)
+    mycc.kernel()
+    e_t = mycc.ccsd_t()
+    energy = (mf.e_tot + mycc.e_corr + e_t) * Hartree
+    converged = bool(mf.converged and mycc.converged)
+    return Result(float(energy), None, None, converged, 0.0, {"frozen_core_orbitals": int(frozen)})
+
+
+def _kmesh(atoms: Atoms, settings: Settings) -> tuple[int, int, int]:
+    if settings.kmesh is not None:
+        return tuple(int(k) for k in settings.kmesh)  # type: ignore[return-value]
+    if "kmesh" in atoms.info:  # "2 2 2" or [2, 2, 2] (extxyz reads the string back as an array)
+        raw = atoms.info["kmesh"]
+        values = raw.split() if isinstance(raw, str) else np.ravel(raw)
+        return tuple(int(k) for k in values)  # type: ignore[return-value]
+    return (2, 2, 2)
+
+
+def _periodic_dft(atoms: Atoms, level: Level, settings: Settings) -> Result:
+    from pyscf.pbc import dft as pbcdft
+    from pyscf.pbc import gto as pbcgto
+
+    if level.method not in XC_NAMES:
+        raise ValueError(f"{level.method} is not available for periodic cells (DFT only)")
+    spin, charge = _spin_and_charge(atoms)
+    if spin != 0 or charge != 0:
+        raise ValueError("periodic cells must be neutral and closed shell")
+    cell = pbcgto.Cell()
+    cell.atom = [(s, tuple(p)) for s, p in zip(atoms.get_chemical_symbols(), atoms.positions)]
+    cell.a = np.asarray(atoms.cell[:])
+    cell.unit = "Angstrom"
+    cell.basis = level.basis
+    cell.pseudo = settings.pseudo
+    cell.ke_cutoff = settings.ke_cutoff
+    cell.verbose = 0
+    cell.build()
+    kmesh = _kmesh(atoms, settings)
+    mf = pbcdft.KRKS(cell, cell.make_kpts(list(kmesh)))
+    mf.xc = XC_NAMES[level.method]
+    mf.conv_tol = settings.conv_tol
+    mf.max_cycle = settings.max_cycle
+    energy = float(mf.kernel())
+    forces = stress = None
+    if mf.converged:
+        grad = mf.nuc_grad_method()
+        if level.method == "pbe":  # pyscf.pbc has no analytic meta-GGA nuclear gradients
+            forces = -np.asarray(grad.kernel()) * (Hartree / Bohr)
+        sigma = np.asarray(grad.get_stress()) * (Hartree / Bohr**3)  # 1/V dE/de: ASE's sign already
+        sigma = 0.5 * (sigma + sigma.T)
+        stress = np.array([sigma[0, 0], sigma[1, 1], sigma[2, 2], sigma[1, 2], sigma[0, 2], sigma[0, 1]])
+    extra = {"kmesh": " ".join(str(k) for k in kmesh), "ke_cutoff": settings.ke_cutoff,
+             "pseudo": settings.pseudo}
+    return Result(energy * Hartree, forces, stress, bool(mf.converged), 0.0, extra)
+
+
+def compute(atoms: Atoms, level: Level, settings: Settings | None = None) -> Result:
+    """Label one structure at ``level``. Periodic iff all three ``atoms.pbc`` are true.
+
+    Raises ValueError for partially periodic structures and unsupported method/system pairs.
+    """
+    settings = settings or Settings()
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    start = time.perf_counter()
+    if pbc.all():
+        result = _periodic_dft(atoms, level, settings)
+    elif not pbc.any():
+        if level.method == "ccsd(t)":
+            result = _molecular_ccsd_t(atoms, level, settings)
+        else:
+            result = _molecular_dft(atoms, level, settings)
+    else:
+        raise ValueError(f"partially periodic structures are not supported (pbc={pbc.tolist()})")
+    result.wall_time_s = time.perf_counter() - start
+    return result
+
+
+def code_version() -> str:
+    """The code string recorded with every frame, e.g. ``pyscf 2.14.0``."""
+    import pyscf
+
+    return f"pyscf {pyscf.__version__}"

@@ -1,0 +1,218 @@
+"""Resumable, parallel labelling of a structure file at one or more levels of theory.
+
+``label_file`` reads every frame of an ASE-readable file, and for each (frame, level) pair that the
+output file does not already hold, computes the labels in a pool of worker processes and appends the
+labelled frame to an extended-XYZ file as soon as it is done. Rerunning the same command therefore
+resumes where it stopped; a killed run loses at most the frames in flight.
+
+A frame is identified by ``(structure_id, fidelity)``; ``structure_id`` is taken from
+``atoms.info['structure_id']`` and defaults to the frame's index in the input file. Every output frame
+records in ``atoms.info``: ``structure_id``, ``fidelity``, ``method``, ``basis``, ``code``,
+``scf_converged`` (bool), ``wall_time_s``, plus level-specific settings (``kmesh``...). Labels are
+stored through a SinglePointCalculator, so ``ase.io.read(path, ':')`` gives them back via
+``get_potential_energy``/``get_forces``/``get_stress``; a label a level does not produce is absent (not
+zero). A frame whose SCF does not converge is written with ``scf_converged=False`` (energy of the last
+iteration, no forces/stress); a frame whose calculation raises is written with ``scf_converged=False``,
+no labels and the message in ``info['label_error']``. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import io
+import multiprocessing as mp
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import ase.io
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from mfjax.label.levels import Level, Result, Settings, code_version, compute
+
+#: info keys written by the labeller (any older values on the input frame are replaced).
+LABEL_KEYS = ("fidelity", "method", "basis", "code", "scf_converged", "wall_time_s", "label_error",
+              "kmesh", "ke_cutoff", "pseudo", "density_fit", "frozen_core_orbitals")
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One calculation: a frame (already tagged with its structure_id) at one level."""
+
+    atoms: Atoms
+    level: Level
+    fidelity: str
+
+
+@dataclasses.dataclass
+class Summary:
+    """What ``label_file`` did."""
+
+    n_input: int
+    n_skipped: int
+    n_done: int
+    n_unconverged: int
+    n_failed: int
+    total_wall_time_s: float
+
+
+def structure_ids(frames: Sequence[Atoms]) -> list[str]:
+    """``info['structure_id']`` of each frame, defaulting to its index; must be unique."""
+    ids = [str(a.info.get("structure_id", i)) for i, a in enumerate(frames)]
+    if len(set(ids)) != len(ids):
+        raise ValueError("input structure_id values are not unique")
+    return ids
+
+
+def done_keys(path: Path) -> set[tuple[str, str]]:
+    """``(structure_id, fidelity)`` of every frame already in an output file (empty if absent)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return set()
+    return {(str(a.info["structure_id"]), str(a.info["fidelity"]))
+            for a in ase.io.read(path, ":", format="extxyz")}
+
+
+def labelled_atoms(atoms: Atoms, level: Level, fidelity: str, result: Result | None,
+                   error: str | None = None) -> Atoms:
+    """A copy of ``atoms`` carrying ``result`` as a SinglePointCalculator and the metadata."""
+    out = Atoms(atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+    out.info.update({k: v for k, v in atoms.info.items() if k not in LABEL_KEYS})
+    out.info.update({"fidelity": fidelity, "method": level.method, "basis": level.basis,
+                     "code": code_version()})
+    if result is None:
+        out.info.update({"scf_converged": False, "wall_time_s": 0.0, "label_error": error or "?"})
+        return out
+    out.info.update({"scf_converged": result.converged, "wall_time_s": round(result.wall_time_s, 3)})
+    out.info.update(result.extra)
+    results = {"energy": result.energy}
+    if result.forces is not None:
+        results["forces"] = result.forces
+    if result.stress is not None:
+        results["stress"] = result.stress
+    if result.energy is not None:
+        out.calc = SinglePointCalculator(out, **results)
+    return out
+
+
+def _run_task(args: tuple[Task, Settings]) -> Atoms:
+    task, settings = args
+    try:
+        result = compute(task.atoms, task.level, settings)
+    except Exception as exc:  # noqa: BLE001 -- recorded in the frame, never dropped
+        return labelled_atoms(task.atoms, task.level, task.fidelity, None, f"{type(exc).__name__}: {exc}")
+    return labelled_atoms(task.atoms, task.level, task.fidelity, result)
+
+
+def _set_threads(threads: int) -> None:
+    from pyscf import lib
+
+    lib.num_threads(threads)
+
+
+def _init_worker(threads: int) -> None:
+    """Pool initializer: die with the parent (Linux), then set the OpenMP thread count."""
+    if sys.platform.startswith("linux"):
+        try:  # PR_SET_PDEATHSIG: a killed run leaves no orphaned workers computing
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+        except (OSError, AttributeError):
+            pass
+    _set_threads(threads)
+
+
+def make_tasks(frames: Sequence[Atoms], levels: Sequence[Level], fidelities: Sequence[str],
+               skip: set[tuple[str, str]]) -> list[Task]:
+    """Tasks for every (frame, level) not in ``skip``; frame-major order (all levels of frame 0 first)."""
+    tasks = []
+    for sid, atoms in zip(structure_ids(frames), frames):
+        tagged = atoms.copy()
+        tagged.calc = None
+        tagged.info["structure_id"] = sid
+        for level, fid in zip(levels, fidelities):
+            if (sid, fid) not in skip:
+                tasks.append(Task(tagged, level, fid))
+    return tasks
+
+
+def label_frames(frames: Sequence[Atoms], levels: Sequence[Level], out_path: str | Path, *,
+                 fidelities: Sequence[str] | None = None, workers: int = 1,
+                 threads_per_worker: int | None = None, settings: Settings | None = None,
+                 progress: bool = True) -> Summary:
+    """Label ``frames`` at ``levels``, appending to ``out_path`` (extxyz) and skipping finished frames.
+
+    Args:
+        frames: structures; ``info['structure_id']`` (else the index) identifies each one.
+        levels: levels of theory; each output frame carries one level.
+        out_path: extended-XYZ output, appended to frame by frame.
+        fidelities: fidelity name per level (default: the level's default, ``pbe``/``r2scan``/``ccsdt``).
+        workers: worker processes (1: run in this process).
+        threads_per_worker: OpenMP threads per worker (default: cores // workers, at least 1).
+        settings: numerical settings shared by all calculations.
+        progress: show a tqdm progress bar with ETA.
+    """
+    from tqdm import tqdm
+
+    out_path = Path(out_path)
+    settings = settings or Settings()
+    fidelities = list(fidelities) if fidelities is not None else [lv.default_fidelity for lv in levels]
+    if len(fidelities) != len(levels) or len(set(fidelities)) != len(fidelities):
+        raise ValueError("need one distinct fidelity name per level")
+    skip = done_keys(out_path)
+    tasks = make_tasks(frames, levels, fidelities, skip)
+    n_total = len(frames) * len(levels)
+    threads = threads_per_worker or max(1, (os.cpu_count() or 1) // max(workers, 1))
+    summary = Summary(len(frames), n_total - len(tasks), 0, 0, 0, 0.0)
+    if not tasks:
+        return summary
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=len(tasks), disable=not progress, desc=out_path.name, unit="frame",
+               mininterval=2.0, smoothing=0.1)
+    args = [(t, settings) for t in tasks]
+    if workers <= 1:
+        _set_threads(threads)
+        results = map(_run_task, args)
+        _consume(results, out_path, summary, bar)
+    else:
+        # spawn (not fork): OpenMP runtimes are not fork-safe; children inherit OMP_NUM_THREADS.
+        old = os.environ.get("OMP_NUM_THREADS")
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        try:
+            ctx = mp.get_context("spawn")
+            with ctx.Pool(workers, initializer=_init_worker, initargs=(threads,)) as pool:
+                _consume(pool.imap_unordered(_run_task, args), out_path, summary, bar)
+        finally:
+            if old is None:
+                os.environ.pop("OMP_NUM_THREADS", None)
+            else:
+                os.environ["OMP_NUM_THREADS"] = old
+    bar.close()
+    return summary
+
+
+def _consume(results, out_path: Path, summary: Summary, bar) -> None:  # type: ignore[no-untyped-def]
+    for atoms in results:
+        buffer = io.StringIO()
+        ase.io.write(buffer, atoms, format="extxyz")
+        with open(out_path, "a") as handle:  # one write per frame: a kill cannot split a frame
+            handle.write(buffer.getvalue())
+            handle.flush()
+            os.fsync(handle.fileno())
+        summary.n_done += 1
+        summary.total_wall_time_s += float(atoms.info["wall_time_s"])
+        if "label_error" in atoms.info:
+            summary.n_failed += 1
+        elif not atoms.info["scf_converged"]:
+            summary.n_unconverged += 1
+        bar.update(1)
+
+
+def label_file(in_path: str | Path, levels: Sequence[Level], out_path: str | Path, *,
+               index: str = ":", **kwargs) -> Summary:
+    """Read ``in_path`` (any ASE-readable format, frames ``index``) and call ``label_frames``."""
+    frames = ase.io.read(in_path, index)
+    if isinstance(frames, Atoms):
+        frames = [frames]
+    return label_frames(frames, levels, out_path, **kwargs)

@@ -1,0 +1,186 @@
+"""Tests of mfjax.label: levels, units and signs, the resumable runner, the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk
+from ase.calculators.calculator import PropertyNotImplementedError
+
+pytest.importorskip("pyscf")
+
+from mfjax.label import Settings, compute, label_file, label_frames, parse_level  # noqa: E402
+from mfjax.label.cli import main as label_main  # noqa: E402
+from mfjax.label.sampling import bond_graph, strained_cells  # noqa: E402
+
+LEVEL = parse_level("pbe/sto-3g")
+
+
+def water(shift: float = 0.0) -> Atoms:
+    atoms = Atoms("OH2", positions=[[0.0, 0.0, 0.119], [0.0, 0.763, -0.477], [0.0, -0.763, -0.477]])
+    atoms.positions[1, 1] += shift
+    return atoms
+
+
+@pytest.fixture
+def water_file(tmp_path: Path) -> Path:
+    path = tmp_path / "water.xyz"
+    ase.io.write(path, [water(), water(0.05)], format="extxyz")
+    return path
+
+
+def test_parse_level() -> None:
+    assert parse_level("PBE/def2-SVP").name == "pbe/def2-svp"
+    assert parse_level("CCSD(T)/cc-pVDZ").default_fidelity == "ccsdt"
+    assert parse_level("ccsdt/cc-pvdz").method == "ccsd(t)"
+    for bad in ["pbe", "b3lyp/def2-svp", "pbe/"]:
+        with pytest.raises(ValueError):
+            parse_level(bad)
+
+
+def test_forces_are_minus_energy_gradient_in_ev() -> None:
+    atoms = water(0.02)
+    res = compute(atoms, LEVEL)
+    assert res.converged and res.forces is not None and res.stress is None
+    assert -2100 < res.energy < -2000  # water total energy ~ -75.2 Ha ~ -2047 eV
+    h = 1e-3
+    energies = []
+    for sign in (1, -1):
+        moved = atoms.copy()
+        moved.positions[1, 1] += sign * h
+        energies.append(compute(moved, LEVEL).energy)
+    fd_force = -(energies[0] - energies[1]) / (2 * h)
+    assert abs(fd_force - res.forces[1, 1]) < 2e-3
+
+
+def test_rerun_reproduces_and_resume_skips(water_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.extxyz"
+    first = label_file(water_file, [LEVEL], out, progress=False)
+    assert (first.n_done, first.n_skipped) == (2, 0)
+    frames = ase.io.read(out, ":")
+    assert sorted(str(a.info["structure_id"]) for a in frames) == ["0", "1"]
+    for a in frames:
+        assert a.info["fidelity"] == "pbe" and a.info["method"] == "pbe"
+        assert a.info["basis"] == "sto-3g" and a.info["code"].startswith("pyscf ")
+        assert a.info["scf_converged"] is True and a.info["wall_time_s"] > 0
+        assert a.get_forces().shape == (3, 3)
+    text = out.read_text()
+    again = label_file(water_file, [LEVEL], out, progress=False)
+    assert (again.n_done, again.n_skipped) == (0, 2)
+    assert out.read_text() == text  # nothing appended
+
+    # resume after an interruption: keep only the first frame, rerun computes only the second
+    partial = tmp_path / "partial.extxyz"
+    ase.io.write(partial, frames[0], format="extxyz")
+    resumed = label_file(water_file, [LEVEL], partial, progress=False)
+    assert (resumed.n_done, resumed.n_skipped) == (1, 1)
+    redone = {str(a.info["structure_id"]): a.get_potential_energy() for a in ase.io.read(partial, ":")}
+    for a in frames:
+        assert abs(redone[str(a.info["structure_id"])] - a.get_potential_energy()) < 1e-6
+
+
+def test_unconverged_frame_is_kept_and_marked(tmp_path: Path) -> None:
+    out = tmp_path / "bad.extxyz"
+    summary = label_frames([water(0.3)], [LEVEL], out, settings=Settings(max_cycle=1), progress=False)
+    assert summary.n_unconverged == 1
+    (frame,) = ase.io.read(out, ":")
+    assert frame.info["scf_converged"] is False
+    assert np.isfinite(frame.get_potential_energy())
+    with pytest.raises(PropertyNotImplementedError):  # no fake forces
+        frame.get_forces()
+
+
+def test_energy_only_level_has_no_forces_and_several_levels(tmp_path: Path) -> None:
+    out = tmp_path / "two.extxyz"
+    levels = [LEVEL, parse_level("ccsd(t)/sto-3g")]
+    summary = label_frames([water()], levels, out, fidelities=["lo", "hi"], progress=False)
+    assert summary.n_done == 2
+    by_fid = {a.info["fidelity"]: a for a in ase.io.read(out, ":")}
+    assert set(by_fid) == {"lo", "hi"}
+    assert by_fid["hi"].info["method"] == "ccsd(t)"
+    with pytest.raises(PropertyNotImplementedError):
+        by_fid["hi"].get_forces()
+    assert by_fid["lo"].get_forces().shape == (3, 3)
+    assert by_fid["hi"].get_potential_energy() > by_fid["lo"].get_potential_energy()
+
+
+def test_failed_calculation_is_recorded(tmp_path: Path) -> None:
+    out = tmp_path / "fail.extxyz"
+    slab = water()
+    slab.pbc = [True, True, False]  # partially periodic: unsupported
+    slab.cell = [5, 5, 5]
+    summary = label_frames([slab], [LEVEL], out, progress=False)
+    assert summary.n_failed == 1
+    (frame,) = ase.io.read(out, ":")
+    assert frame.info["scf_converged"] is False and "partially periodic" in frame.info["label_error"]
+    assert frame.calc is None
+
+
+def test_parallel_workers(water_file: Path, tmp_path: Path) -> None:
+    serial, parallel = tmp_path / "s.extxyz", tmp_path / "p.extxyz"
+    label_file(water_file, [LEVEL], serial, progress=False)
+    label_file(water_file, [LEVEL], parallel, workers=2, threads_per_worker=1, progress=False)
+    e_s = {str(a.info["structure_id"]): a.get_potential_energy() for a in ase.io.read(serial, ":")}
+    e_p = {str(a.info["structure_id"]): a.get_potential_energy() for a in ase.io.read(parallel, ":")}
+    assert e_s.keys() == e_p.keys()
+    assert all(abs(e_s[k] - e_p[k]) < 1e-6 for k in e_s)
+
+
+def test_cli(water_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cli.extxyz"
+    argv = [str(water_file), "--level", "pbe/sto-3g", "--out", str(out), "--fidelity", "low",
+            "--index", "0", "--no-progress"]
+    assert label_main(argv) == 0
+    (frame,) = ase.io.read(out, ":")
+    assert frame.info["fidelity"] == "low"
+    assert label_main([str(water_file), "--level", "nope/x", "--out", str(out)]) == 2
+    bad = [str(water_file), "--level", "pbe/sto-3g", "--out", str(tmp_path / "b.extxyz"),
+           "--max-cycle", "1", "--index", "1", "--no-progress"]
+    assert label_main(bad) == 1  # unconverged frame kept, reported by the exit status
+
+
+@pytest.mark.slow
+def test_periodic_stress_sign_and_forces() -> None:
+    """pbc PBE: stress = 1/V dE/d(strain) (ASE sign) and forces = -dE/dR, against finite differences."""
+    cell = bulk("Si", "diamond", a=5.6)
+    cell.positions[1] += [0.05, -0.03, 0.02]
+    settings = Settings(kmesh=(1, 1, 1), ke_cutoff=25.0)
+    level = parse_level("pbe/gth-szv")
+    res = compute(cell, level, settings)
+    assert res.converged and res.forces is not None and res.stress is not None
+    eps = 1e-3
+    energies = []
+    for sign in (1, -1):
+        strained = cell.copy()
+        strained.set_cell(cell.cell[:] * (1 + sign * eps), scale_atoms=True)
+        energies.append(compute(strained, level, settings).energy)
+    fd_mean_stress = (energies[0] - energies[1]) / (2 * eps) / cell.get_volume() / 3
+    assert abs(fd_mean_stress - res.stress[:3].mean()) < 2e-4 * max(1.0, abs(fd_mean_stress) * 1e3)
+    h = 2e-3
+    moved = [cell.copy(), cell.copy()]
+    moved[0].positions[1, 0] += h
+    moved[1].positions[1, 0] -= h
+    e_plus, e_minus = (compute(m, level, settings).energy for m in moved)
+    assert abs(-(e_plus - e_minus) / (2 * h) - res.forces[1, 0]) < 5e-3
+
+
+@pytest.mark.slow
+def test_r2scan_periodic_has_stress_but_no_forces() -> None:
+    cell = bulk("Si", "diamond", a=5.6)
+    res = compute(cell, parse_level("r2scan/gth-szv"), Settings(kmesh=(1, 1, 1), ke_cutoff=25.0))
+    assert res.converged and res.forces is None and res.stress is not None and res.stress.shape == (6,)
+
+
+def test_sampling_helpers() -> None:
+    prim = bulk("Si", "diamond", a=5.43)
+    cells = strained_cells(prim, 3, max_strain=0.02, rattle_std=0.01, seed=1)
+    again = strained_cells(prim, 3, max_strain=0.02, rattle_std=0.01, seed=1)
+    for a, b in zip(cells, again):
+        np.testing.assert_array_equal(a.positions, b.positions)
+        assert a.info["max_strain"] <= 0.02
+        assert abs(a.get_volume() / prim.get_volume() - 1) < 0.07
+    assert bond_graph(water()) == frozenset({(0, 1), (0, 2)})
