@@ -152,6 +152,13 @@ def test_delta_bundle_is_one_potential(ctx, tmp_path):
     atoms.calc = model.calculator()
     assert atoms.get_potential_energy() == pytest.approx(expected["energy"], abs=1e-3)
     VelocityVerlet(atoms, timestep=0.5).run(3)  # MD through the calculator
+    from mfjax.md.jaxmd import energy_fn_for
+
+    fresh = ctx.data.hf_test[0].to_atoms()
+    pot = energy_fn_for(model, None, fresh.numbers)  # jax-md energy function of the same potential
+    positions = jnp.asarray(fresh.positions, jnp.float32)
+    assert float(pot.energy_fn(positions, neighbor=pot.neighbor_fn.allocate(positions))) == pytest.approx(
+        expected["energy"], abs=2e-3)
     data = tmp_path / "hf.extxyz"
     import ase.io
 

@@ -135,7 +135,8 @@ def ablate(
     (out / "results.md").write_text(report.markdown(rows, order))
     report.plot(rows, order, out / "learning_curves.png", title=f"{data.low} -> {data.high}")
     summary = {"data": data.summary(), "settings": _plain(settings), "runs": len(plan),
-               "compilations": ctx.trainer.compilations, "seconds": round(time.perf_counter() - t_start, 1)}
+               "compilations": ctx.trainer.compilations, "compile_seconds": round(ctx.trainer.compile_seconds, 1),
+               "seconds": round(time.perf_counter() - t_start, 1)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     log(f"wrote {csv_path}, {out / 'results.md'}, {out / 'learning_curves.png'} ({summary['seconds']} s)")
     return rows

@@ -63,7 +63,7 @@ def write_synthetic(directory: str | Path, n_low: int = 60, n_high: int = 30, se
 def synthetic_config(directory: str | Path, **ablation) -> dict:
     """A tiny ablation config (dict) over :func:`write_synthetic` data in ``directory``."""
     low, high = write_synthetic(directory)
-    section = {"low": "low", "high": "high", "hf_fractions": [0.5, 1.0], "seeds": 1, "eval_every": 5,
+    section = {"low": "low", "high": "high", "hf_fractions": [0.5, 1.0], "seeds": 1, "eval_every": 5, "e0_alpha": 1e-8,
                "steps": {"pretrain": 10, "hf": 10, "joint": 10, "append": 10}}
     section.update(ablation)
     return {

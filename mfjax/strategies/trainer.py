@@ -78,7 +78,8 @@ class Model:
 
 @dataclass
 class Fitted:
-    """Result of :meth:`Trainer.fit`: the best-validation model and how it was reached."""
+    """Result of :meth:`Trainer.fit`: the best-validation model and how it was reached; ``seconds``
+    is the wall time of the fit without compilation (first calls of new compiled steps)."""
 
     model: Model
     steps: int
@@ -164,6 +165,7 @@ class Trainer:
         self._train_steps: dict[Hashable, Callable] = {}
         self._eval_steps: dict[Hashable, Callable] = {}
         self.compilations = 0
+        self.compile_seconds = 0.0  # wall time of the first call of every compiled step
 
     # ---- compiled steps ----------------------------------------------------------------------
     def _train_step(self, model: Model, fw: np.ndarray, trainable: tuple[str, ...] | None, optimizer) -> Callable:
@@ -172,19 +174,35 @@ class Trainer:
             apply = model.make_apply()
             if trainable is not None:
                 apply = _frozen_apply(apply, trainable)
-            self._train_steps[key] = make_train_step(
+            self._train_steps[key] = self._first_call_timed(make_train_step(
                 make_predict_fn(apply, self.compute_stress), optimizer, self.settings, np.asarray(fw, np.float32),
                 ema_decay=self.cfg.train.ema, donate=False,
-            )
-            self.compilations += 1
+            ))
         return self._train_steps[key]
 
     def _eval_step(self, model: Any) -> Callable:
         key = model.eval_key
         if key not in self._eval_steps:
-            self._eval_steps[key] = make_eval_step(make_predict_fn(model.make_apply(), self.compute_stress), len(model.fidelities))
-            self.compilations += 1
+            self._eval_steps[key] = self._first_call_timed(
+                make_eval_step(make_predict_fn(model.make_apply(), self.compute_stress), len(model.fidelities))
+            )
         return self._eval_steps[key]
+
+    def _first_call_timed(self, fn: Callable) -> Callable:
+        """``fn`` whose first call (trace + compile + run) is added to ``compile_seconds``."""
+        self.compilations += 1
+        first = [True]
+
+        def call(*args):
+            if not first[0]:
+                return fn(*args)
+            first[0] = False
+            t0 = time.perf_counter()
+            out = jax.block_until_ready(fn(*args))
+            self.compile_seconds += time.perf_counter() - t0
+            return out
+
+        return call
 
     def batcher(self, structures: Sequence[Structure], fidelities: Sequence[str], *, shuffle: bool = False, seed: int = 0) -> GraphBatcher:
         index = {name: k for k, name in enumerate(fidelities)}
@@ -243,7 +261,7 @@ class Trainer:
 
         if not train:
             raise DataError(f"{label or 'fit'}: no training structures")
-        t0 = time.perf_counter()
+        t0, compile0 = time.perf_counter(), self.compile_seconds
         fids = model.fidelities
         fw = loss_lib.fidelity_weight_vector(fids, {k: v for k, v in (fidelity_weights or {}).items() if k in fids})
         optimizer = make_optimizer(self.cfg, steps)
@@ -274,8 +292,9 @@ class Trainer:
                     break
             epoch += 1
         variables = best[1] if best[0] is not None else jax.device_get(state.variables())
+        seconds = time.perf_counter() - t0 - (self.compile_seconds - compile0)  # compilation not included
         return Fitted(Model(model.spec, variables), steps, best[2] if best[0] is not None else done, best[0],
-                      time.perf_counter() - t0, history)
+                      seconds, history)
 
     def _validate(self, model: Model, state, valid: Sequence[Structure], select: str, metric: str) -> float | None:
         if not valid:
