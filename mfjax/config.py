@@ -129,11 +129,18 @@ class TrainConfig:
     max_nonfinite_steps: int = option(10, "Stop after this many non-finite losses in a row (such steps are skipped).")
     checkpoint_every_steps: int = option(100, "Also save the 'last' checkpoint every this many steps (0 = only at epoch ends).")
     compute_stress: bool | None = option(None, "Predict stress during training (null = when any training frame has a stress label).")
+    e0_alpha: float = option(
+        0.1,
+        "Ridge alpha of the per-fidelity E0 fit (SPEC: 0.1). With few distinct compositions and large total "
+        "energies (molecules with all-electron DFT) the shrinkage biases E0 by 0.1-1 eV/atom: use e.g. 1.0e-6.",
+    )
     distributed: bool | None = option(
         None, "Multi-host: call jax.distributed.initialize() (null = when JAX_COORDINATOR_ADDRESS is set)."
     )
 
     def validate(self, where: str = "train") -> None:
+        if self.e0_alpha < 0:
+            raise ConfigError(f"{where}.e0_alpha must be >= 0, got {self.e0_alpha}")
         if self.epochs < 1:
             raise ConfigError(f"{where}.epochs must be >= 1, got {self.epochs}")
         if self.lr <= 0 or self.lr_final < 0:

@@ -39,7 +39,7 @@ def build_potential(cfg: Config, data: LoadedData, example, seed: int) -> ModelB
     from mfjax.data import statistics
     from mfjax.nn.model import Potential, init_variables
 
-    e0 = statistics.fit_e0(data.train, data.species, data.fidelities)
+    e0 = statistics.fit_e0(data.train, data.species, data.fidelities, alpha=cfg.train.e0_alpha)
     scale = statistics.force_rms(data.train)
     avg_nn = statistics.avg_num_neighbors(data.train, cfg.data.cutoff)
     module = Potential(cfg.model, tuple(data.species), tuple(data.fidelities), float(avg_nn))

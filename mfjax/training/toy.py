@@ -127,7 +127,7 @@ def toy_builder(cfg, data, example, seed: int):
     from mfjax.training.setup import ModelBundle
 
     model = ToyPotential(tuple(data.species), tuple(data.fidelities), cutoff=cfg.data.cutoff)
-    e0 = fit_e0(data.train, data.species, data.fidelities)
+    e0 = fit_e0(data.train, data.species, data.fidelities, alpha=cfg.train.e0_alpha)
     return ModelBundle(
         apply_fn=model.apply, variables=model.init(jax.random.PRNGKey(seed), e0), species=tuple(data.species),
         fidelities=tuple(data.fidelities), avg_num_neighbors=1.0, statistics={}, exportable=False,
