@@ -101,7 +101,7 @@ def test_sigkill_mid_epoch_then_resume_reproduces_the_run(tmp_path, reference):
     steps_csv = tmp_path / "killed" / "steps.csv"
     proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, json.dumps(raw)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
+    deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if steps_csv.exists() and len(steps_csv.read_text().splitlines()) - 1 >= kill_at:
             break
@@ -127,7 +127,7 @@ def test_sigint_finishes_the_step_saves_and_resumes_exactly(tmp_path, reference)
     steps_csv = tmp_path / "int" / "steps.csv"
     proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, json.dumps(raw)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
+    deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if steps_csv.exists() and len(steps_csv.read_text().splitlines()) - 1 >= 3:
             break

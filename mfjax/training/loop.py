@@ -4,7 +4,7 @@
 Position bookkeeping: after every applied (or skipped) step the loop knows (epoch, step index in
 the epoch, global step); checkpoints store it with the state, so ``resume=True`` continues with the
 very next batch of the same deterministic epoch order. SIGINT finishes the current step, saves
-"last" and returns with ``interrupted=True``.
+"last" and returns with ``interrupted=True`` (SIGTERM too, e.g. a cluster's pre-emption notice).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class TrainResult:
 
 @contextmanager
 def _sigint_flag():
-    """Yield a dict whose "stop" turns True on SIGINT (the step in flight finishes first)."""
+    """Yield a dict whose "stop" turns True on SIGINT or SIGTERM (the step in flight finishes first)."""
     flag = {"stop": False}
     if threading.current_thread() is not threading.main_thread():
         yield flag
@@ -59,11 +59,12 @@ def _sigint_flag():
     def handler(signum, frame):
         flag["stop"] = True
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 class _Printer:
