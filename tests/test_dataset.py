@@ -47,9 +47,12 @@ def test_files_load_with_metadata_counts_and_units(name: str) -> None:
     for atoms in data:
         assert all(key in atoms.info for key in META)
         assert atoms.info["fidelity"] == fidelity
-        assert atoms.info["scf_converged"] is True
+        if not atoms.info["scf_converged"]:  # kept and marked, with no labels
+            assert atoms.calc is None and "scf_energy_unconverged" in atoms.info
+            continue
         # total energies in eV: |E/N| ~ 100-1000 eV/atom (it would be ~4-40 in Hartree)
         assert -1200.0 < atoms.get_potential_energy() / len(atoms) < -50.0
+    assert sum(bool(a.info["scf_converged"]) for a in data) >= 0.95 * len(data)
     assert set(np.unique(np.concatenate([a.numbers for a in data]))) <= {1, 6, 7, 8, 14}
 
 
@@ -85,6 +88,8 @@ def test_structure_ids_pair_fidelities() -> None:
 
 def test_si_stress_and_masks() -> None:
     for atoms in frames("si_pbe"):
+        if not atoms.info["scf_converged"]:
+            continue
         assert atoms.pbc.all() and atoms.get_forces().shape == (2, 3)
         assert atoms.get_stress().shape == (6,)
         assert np.abs(atoms.get_stress()).max() < 0.2  # eV/A^3 (32 GPa): not Hartree/Bohr^3 nor kbar
@@ -121,4 +126,4 @@ def test_label_reproduces_shipped_pbe_frame() -> None:
 def test_label_reproduces_shipped_r2scan_ccsdt_and_si_frames() -> None:
     _recompute("organics_r2scan", next(iter(by_id("organics_r2scan"))))
     _recompute("organics_ccsdt", next(iter(by_id("organics_ccsdt"))))
-    _recompute("si_pbe", next(iter(by_id("si_pbe"))))
+    _recompute("si_pbe", next(s for s, a in by_id("si_pbe").items() if a.info["scf_converged"]))

@@ -89,9 +89,8 @@ def test_unconverged_frame_is_kept_and_marked(tmp_path: Path) -> None:
     assert summary.n_unconverged == 1
     (frame,) = ase.io.read(out, ":")
     assert frame.info["scf_converged"] is False
-    assert np.isfinite(frame.get_potential_energy())
-    with pytest.raises(PropertyNotImplementedError):  # no fake forces
-        frame.get_forces()
+    assert np.isfinite(frame.info["scf_energy_unconverged"])  # kept for inspection, not a label
+    assert frame.calc is None  # no energy/forces label from an unconverged density
 
 
 def test_energy_only_level_has_no_forces_and_several_levels(tmp_path: Path) -> None:

@@ -11,9 +11,11 @@ records in ``atoms.info``: ``structure_id``, ``fidelity``, ``method``, ``basis``
 ``scf_converged`` (bool), ``wall_time_s``, plus level-specific settings (``kmesh``...). Labels are
 stored through a SinglePointCalculator, so ``ase.io.read(path, ':')`` gives them back via
 ``get_potential_energy``/``get_forces``/``get_stress``; a label a level does not produce is absent (not
-zero). A frame whose SCF does not converge is written with ``scf_converged=False`` (energy of the last
-iteration, no forces/stress); a frame whose calculation raises is written with ``scf_converged=False``,
-no labels and the message in ``info['label_error']``. Nothing is dropped silently.
+zero). A frame whose SCF does not converge is written with ``scf_converged=False`` and no labels at
+all (the last iteration's energy, in eV, goes to ``info['scf_energy_unconverged']`` for inspection, not
+to the calculator, so no consumer mistakes it for a label); a frame whose calculation raises is written
+with ``scf_converged=False``, no labels and the message in ``info['label_error']``. Nothing is dropped
+silently: readers should skip frames with ``scf_converged`` false.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from mfjax.label.levels import Level, Result, Settings, code_version, compute
 
 #: info keys written by the labeller (any older values on the input frame are replaced).
 LABEL_KEYS = ("fidelity", "method", "basis", "code", "scf_converged", "wall_time_s", "label_error",
-              "kmesh", "ke_cutoff", "pseudo", "density_fit", "frozen_core_orbitals")
+              "scf_energy_unconverged", "kmesh", "ke_cutoff", "pseudo", "density_fit", "frozen_core_orbitals")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +90,10 @@ def labelled_atoms(atoms: Atoms, level: Level, fidelity: str, result: Result | N
         return out
     out.info.update({"scf_converged": result.converged, "wall_time_s": round(result.wall_time_s, 3)})
     out.info.update(result.extra)
+    if not result.converged:  # the last SCF energy is kept for inspection but is not a label
+        if result.energy is not None:
+            out.info["scf_energy_unconverged"] = result.energy
+        return out
     results = {"energy": result.energy}
     if result.forces is not None:
         results["forces"] = result.forces
@@ -211,8 +217,20 @@ def _consume(results, out_path: Path, summary: Summary, bar) -> None:  # type: i
 
 def label_file(in_path: str | Path, levels: Sequence[Level], out_path: str | Path, *,
                index: str = ":", **kwargs) -> Summary:
-    """Read ``in_path`` (any ASE-readable format, frames ``index``) and call ``label_frames``."""
-    frames = ase.io.read(in_path, index)
-    if isinstance(frames, Atoms):
-        frames = [frames]
+    """Read ``in_path`` (any ASE-readable format, frames ``index``) and call ``label_frames``.
+
+    A frame without ``info['structure_id']`` gets its index in the whole file, so labelling a file in
+    several ``index`` slices gives the same ids as labelling it at once.
+    """
+    from ase.io.formats import string2index
+
+    everything = ase.io.read(in_path, ":")
+    selector = string2index(index) if isinstance(index, str) else index
+    positions = list(range(len(everything)))[selector]
+    positions = [positions] if isinstance(positions, int) else positions
+    frames = []
+    for i in positions:
+        atoms = everything[i]
+        atoms.info.setdefault("structure_id", str(i))
+        frames.append(atoms)
     return label_frames(frames, levels, out_path, **kwargs)
