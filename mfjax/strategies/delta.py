@@ -70,6 +70,11 @@ class DeltaPair:
         return {"base": self.base.variables, "delta": self.delta.variables}
 
     @property
+    def components(self) -> list[tuple[Model, str]]:
+        """(model, fidelity it predicts at) of each summand (``Trainer`` sums their predictions)."""
+        return [(self.base, self.base_fidelity), (self.delta, self.fidelities[0])]
+
+    @property
     def eval_key(self) -> Hashable:
         return ("delta", self.base.spec.key, self.base.fidelities.index(self.base_fidelity), self.delta.spec.key)
 

@@ -210,18 +210,31 @@ class Trainer:
 
     # ---- evaluation ----------------------------------------------------------------------------
     def evaluate(self, model: Any, structures: Sequence[Structure]) -> dict:
-        """{fidelity: metrics} of ``model`` (a ``Model`` or look-alike) on labelled ``structures``."""
+        """{fidelity: metrics} of ``model`` (a ``Model`` or look-alike) on labelled ``structures``.
+
+        A model with ``components`` (a sum of models, e.g. Δ-learning) is evaluated from the summed
+        host-side predictions of its parts, so no extra step is compiled for it."""
         if not structures:
             return {}
+        if hasattr(model, "components"):
+            return host_metrics(structures, self.predict(model, structures), model.fidelities)
         batcher = self.batcher(structures, model.fidelities)
         metrics, _ = evaluate_batcher(self._eval_step(model), model.variables, batcher, model.fidelities, 1, None)
         return metrics
 
     def predict(self, model: Any, structures: Sequence[Structure]) -> list[dict[str, np.ndarray]]:
-        """Per structure {"energy": float, "forces": [n, 3], "stress": [3, 3] (if computed)}."""
+        """Per structure {"energy": float, "forces": [n, 3], "stress": [3, 3] (if computed)}.
+
+        ``model.components`` (if present): [(part, fidelity name the part predicts at)], summed."""
         out: list[dict | None] = [None] * len(structures)
         if not structures:
             return []
+        if hasattr(model, "components"):
+            total: list[dict] | None = None
+            for part, name in model.components:
+                pred = self.predict(part, [replace(s, fidelity=name) for s in structures])
+                total = pred if total is None else [{k: a[k] + b[k] for k in a} for a, b in zip(total, pred)]
+            return total or []
         batcher = self.batcher(structures, model.fidelities)
         step_fn = self._eval_step(model)
         for step in iterate_steps(batcher, 0, 1, None):
@@ -301,6 +314,29 @@ class Trainer:
             return None
         current = Model(model.spec, state.variables())
         return self.evaluate(current, valid).get(select, {}).get(metric)
+
+
+def host_metrics(structures: Sequence[Structure], predictions: Sequence[dict], fidelities: Sequence[str]) -> dict:
+    """{fidelity: metrics} from host-side predictions, with ``MetricAccumulator``'s definitions."""
+    from mfjax.training.metrics import SUM_KEYS, MetricAccumulator
+
+    acc = MetricAccumulator(fidelities)
+    for s, p in zip(structures, predictions):
+        sums = {k: np.zeros(len(fidelities)) for k in SUM_KEYS}
+        f = list(fidelities).index(s.fidelity)
+        sums["n"][f] = 1.0
+        if s.energy is not None:
+            err = (p["energy"] - s.energy) / s.num_atoms
+            sums["e_abs"][f], sums["e_sq"][f], sums["e_cnt"][f] = abs(err), err**2, 1.0
+        if s.forces is not None:
+            err = np.asarray(p["forces"]) - s.forces
+            sums["f_abs"][f], sums["f_sq"][f], sums["f_cnt"][f] = np.abs(err).sum(), (err**2).sum(), err.size
+        if s.stress is not None and "stress" in p:
+            err = np.asarray(p["stress"]) - s.stress
+            voigt = err[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+            sums["s_abs"][f], sums["s_cnt"][f] = np.abs(voigt).sum(), 6.0
+        acc.add(sums)
+    return acc.result()
 
 
 def with_fidelities(model: Model, fidelities: Sequence[str], e0: Any = None) -> Model:
