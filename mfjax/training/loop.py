@@ -100,6 +100,9 @@ def train(
     save_config(cfg, run_dir / "config.yaml")
     s = setup_run(cfg, model_builder=model_builder)
     log("Data accounting\n" + s.data.report.format())
+    from mfjax.training.final import write_json_atomic
+
+    write_json_atomic(run_dir / "data_report.json", s.data.report.to_dict())
     log(f"batch budget: {s.budget.n_graph - 1} structures, {s.budget.n_node} nodes, {s.budget.n_edge} edges per "
         f"device; {s.n_global_devices} device(s); {s.total_steps} steps over {cfg.train.epochs} epochs")
     ckpt = Checkpoints(run_dir)
