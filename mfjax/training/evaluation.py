@@ -21,6 +21,8 @@ class ParityData:
 
     energy: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
     forces: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
+    #: per fidelity, per energy entry: {Z: count} (to plot energies relative to a per-element fit)
+    composition: dict[str, list[dict[int, int]]] = field(default_factory=dict)
 
     def add(self, kind: str, fidelity: str, ref: np.ndarray, pred: np.ndarray) -> None:
         refs, preds = getattr(self, kind).setdefault(fidelity, ([], []))
@@ -38,9 +40,11 @@ def _collect(parity: ParityData, batch, pred, fidelities: Sequence[str]) -> None
         for g in np.flatnonzero(glob.graph_mask):
             name = fidelities[int(glob.fidelity[g])]
             n = int(n_node[g])
+            sl = slice(starts[g], starts[g] + n)
             if glob.energy_mask[g]:
                 parity.add("energy", name, glob.energy[g] / n, np.asarray(pred["energy"][d][g]) / n)
-            sl = slice(starts[g], starts[g] + n)
+                z, c = np.unique(np.asarray(batch.nodes.species[d][sl]), return_counts=True)
+                parity.composition.setdefault(name, []).append({int(a): int(b) for a, b in zip(z, c)})
             fmask = np.asarray(batch.nodes.forces_mask[d][sl])
             if fmask.any():
                 parity.add("forces", name, batch.nodes.forces[d][sl][fmask], pred["forces"][d][sl][fmask])

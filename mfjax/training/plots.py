@@ -20,6 +20,20 @@ def _panel(ax, ref, pred, title: str, unit: str) -> None:
     ax.set_aspect("equal", adjustable="datalim")
 
 
+def relative_energies(ref, pred, composition) -> tuple[np.ndarray, np.ndarray]:
+    """Energies per atom minus a per-element linear reference fitted (least squares) to the reference
+    totals, so that a plot of few compositions shows the errors, not the composition offsets."""
+    ref, pred = np.asarray(ref, float), np.asarray(pred, float)
+    if not composition or len(composition) != ref.size:
+        return ref, pred
+    elements = sorted({z for c in composition for z in c})
+    counts = np.array([[c.get(z, 0) for z in elements] for c in composition], float)
+    n = counts.sum(1)
+    w, *_ = np.linalg.lstsq(counts, ref * n, rcond=None)
+    base = counts @ w / n
+    return ref - base, pred - base
+
+
 def parity_plots(parity, out_dir: str | Path) -> list[Path]:
     """One PNG per fidelity (``parity_<fidelity>.png``) with energy/atom and force panels."""
     import matplotlib
@@ -35,7 +49,8 @@ def parity_plots(parity, out_dir: str | Path) -> list[Path]:
         fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
         for ax, (kind, (ref, pred)) in zip(axes[0], panels):
             if kind == "energy":
-                _panel(ax, ref, pred, f"{name}: energy per atom", "eV/atom")
+                ref, pred = relative_energies(ref, pred, parity.composition.get(name))
+                _panel(ax, ref, pred, f"{name}: energy per atom (minus per-element fit)", "eV/atom")
             else:
                 _panel(ax, ref, pred, f"{name}: force components", "eV/Å")
         fig.tight_layout()
