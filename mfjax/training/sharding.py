@@ -37,7 +37,12 @@ def init_distributed(enabled: bool | None = None) -> bool:
     if enabled is None:
         enabled = any(os.environ.get(k) for k in _ENV_HINTS)
     if enabled and not jax.distributed.is_initialized():
-        jax.distributed.initialize()
+        # JAX reads JAX_COORDINATOR_ADDRESS itself; the process count and id are passed on from the
+        # environment when given (else JAX auto-detects them on SLURM, Open MPI and TPU pods).
+        count, index = os.environ.get("JAX_NUM_PROCESSES"), os.environ.get("JAX_PROCESS_ID")
+        jax.distributed.initialize(
+            num_processes=int(count) if count else None, process_id=int(index) if index else None
+        )
     return jax.process_count() > 1
 
 
