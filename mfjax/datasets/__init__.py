@@ -20,6 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
+MODEL_DIR = Path(__file__).resolve().parent / "models"
 
 
 def available() -> list[str]:
@@ -40,4 +41,22 @@ def dataset_path(name: str) -> Path:
     return path
 
 
-__all__ = ["DATA_DIR", "available", "dataset_path"]
+def pretrained_models() -> list[str]:
+    """Names of the shipped trained models."""
+    return sorted(p.name for p in MODEL_DIR.iterdir() if (p / "model.json").is_file())
+
+
+def pretrained_model_path(name: str = "organics-small") -> Path:
+    """Path of a shipped trained model bundle (load it with ``mfjax.load_model``).
+
+    ``organics-small`` is the export of ``mfjax train configs/quickstart.yaml`` (small preset, PBE +
+    r2SCAN, 40 epochs on the shipped organics data; its model.json records the config and test
+    metrics). It lets notebooks and MD examples start from a real potential without training.
+    """
+    path = MODEL_DIR / name
+    if not (path / "model.json").is_file():
+        raise FileNotFoundError(f"no shipped model {name!r}; available: {pretrained_models()}")
+    return path
+
+
+__all__ = ["DATA_DIR", "MODEL_DIR", "available", "dataset_path", "pretrained_models", "pretrained_model_path"]
