@@ -55,45 +55,6 @@ def convolution_irreps(
     return e3nn.Irreps(out)
 
 
-def _edge_tensor_product(
-    x_j: Array, irreps_x: e3nn.Irreps, edge_sh: e3nn.IrrepsArray, filter_ir_out: Sequence[e3nn.Irrep]
-) -> tuple[e3nn.Irreps, list[Array]]:
-    """Per-edge tensor product x_j (x) Y, path by path, without materialising x_j (x) Y.
-
-    Equal to ``e3nn.tensor_product(x_j, edge_sh, filter_ir_out, regroup_output=False)`` (same
-    component normalisation, same sorted path order) but computed per chunk (mul, l_x) of x as
-    ``B[e, i, k] = sum_j cg[i, j, k] Y[e, j]`` (all paths of the chunk side by side, tiny) and then
-    ``out[e, u, k] = sum_i x[e, u, i] B[e, i, k]``: one batched contraction per chunk instead of an
-    outer product [E, u, d_x * d_sh] followed by a dot with the CG matrix for every path (which
-    dominated the CPU profile). Returns (sorted irreps, chunks [E, mul, ir.dim] in that order).
-    """
-    num_edges = x_j.shape[0]
-    filt = {e3nn.Irrep(ir) for ir in filter_ir_out}
-    sh_irreps = edge_sh.irreps
-    sh_chunks = [edge_sh.array[:, sl] for sl in sh_irreps.slices()]
-    paths, chunks = [], []
-    for (mul, ir_x), sl in zip(irreps_x, irreps_x.slices()):
-        x = x_j[:, sl].reshape(num_edges, mul, ir_x.dim)
-        irs_out, blocks = [], []
-        for (mul_sh, ir_sh), y in zip(sh_irreps, sh_chunks):
-            assert mul_sh == 1, sh_irreps
-            for ir_out in ir_x * ir_sh:
-                if ir_out in filt:
-                    cg = e3nn.clebsch_gordan(ir_x.l, ir_sh.l, ir_out.l) * ir_out.dim**0.5
-                    blocks.append(jnp.einsum("ej,ijk->eik", y, jnp.asarray(cg, x.dtype)))
-                    irs_out.append(ir_out)
-        if not irs_out:
-            continue
-        out = jnp.einsum("eui,eik->euk", x, jnp.concatenate(blocks, axis=-1))  # [E, mul, sum d]
-        start = 0
-        for ir_out in irs_out:
-            paths.append((mul, ir_out))
-            chunks.append(out[:, :, start : start + ir_out.dim])
-            start += ir_out.dim
-    ordered = e3nn.Irreps(paths).sort()  # e3nn.tensor_product sorts its (unregrouped) output
-    return ordered.irreps, [chunks[i] for i in ordered.inv]
-
-
 def convolution(
     node_feats: e3nn.IrrepsArray,
     edge_sh: e3nn.IrrepsArray,
@@ -109,24 +70,18 @@ def convolution(
     node_feats: [N, irreps_x.dim]; edge_sh: [E, sh.dim]; edge_radial_weights: [E, P] with
     P = ``convolution_irreps(...).num_irreps`` (one weight per path and channel, from the radial
     MLP; 0 on padding edges); senders/receivers: [E] (j, i). Returns [N, irreps_mid.dim] with
-    irreps ``convolution_irreps(irreps_x, sh, filter_ir_out)`` in e3nn's sorted path order (what
-    ``e3nn.tensor_product(..., regroup_output=False)`` gives), not regrouped.
+    irreps ``convolution_irreps(irreps_x, sh, filter_ir_out)`` (in e3nn's path order, not regrouped).
     """
     num_edges = senders.shape[0]
-    x_j = node_feats.array[senders]
-    irreps_mid, chunks = _edge_tensor_product(x_j, node_feats.irreps, edge_sh, filter_ir_out)
+    x_j = e3nn.IrrepsArray(node_feats.irreps, node_feats.array[senders])
+    messages = e3nn.tensor_product(x_j, edge_sh, filter_ir_out=filter_ir_out, regroup_output=False)
     expected = convolution_irreps(node_feats.irreps, edge_sh.irreps, filter_ir_out)
-    assert irreps_mid.regroup() == expected.regroup(), (irreps_mid, expected)
-    assert edge_radial_weights.shape == (num_edges, irreps_mid.num_irreps), edge_radial_weights.shape
-    weights = edge_radial_weights.astype(x_j.dtype)
-    weighted, start = [], 0
-    for (mul, ir), chunk in zip(irreps_mid, chunks):  # one radial weight per path and channel
-        weighted.append((chunk * weights[:, start : start + mul, None]).reshape(num_edges, mul * ir.dim))
-        start += mul
-    messages = jnp.concatenate(weighted, axis=-1)
-    assert messages.shape == (num_edges, irreps_mid.dim), messages.shape
-    summed = jax.ops.segment_sum(messages, receivers, num_segments=num_nodes)
-    return e3nn.IrrepsArray(irreps_mid, summed / avg_num_neighbors)
+    assert messages.irreps.regroup() == expected.regroup(), (messages.irreps, expected)
+    assert messages.shape == (num_edges, expected.dim), messages.shape
+    assert edge_radial_weights.shape == (num_edges, expected.num_irreps), edge_radial_weights.shape
+    messages = messages * edge_radial_weights.astype(messages.dtype)
+    summed = jax.ops.segment_sum(messages.array, receivers, num_segments=num_nodes)
+    return e3nn.IrrepsArray(messages.irreps, summed / avg_num_neighbors)
 
 
 def gate_irreps(irreps_out: e3nn.Irreps) -> e3nn.Irreps:
