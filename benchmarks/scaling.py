@@ -42,12 +42,15 @@ def measure(n_atoms: int, preset: str, calls: int) -> dict:
     t0 = time.perf_counter()
     compiled = fn.lower(model.variables, graph).compile()
     compile_s = time.perf_counter() - t0
+    peak_after_compile = common.peak_rss_mb()
     mem = compiled.memory_analysis()
-    jax.block_until_ready(fn(model.variables, graph))  # first run (allocations)
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(model.variables, graph))  # first run (allocations)
+    first_s = time.perf_counter() - t0
     times = []
     for _ in range(calls):
         t0 = time.perf_counter()
-        jax.block_until_ready(fn(model.variables, graph))
+        jax.block_until_ready(compiled(model.variables, graph))
         times.append(time.perf_counter() - t0)
     out = {
         "atoms": n_atoms,
@@ -57,8 +60,10 @@ def measure(n_atoms: int, preset: str, calls: int) -> dict:
         "compile_s": compile_s,
         "call_s": min(times) if times else None,
         "atom_steps_per_s": n_atoms / min(times) if times else None,
+        "first_call_s": first_s,
         "compilations": traces["n"],
         "rss_base_mb": rss_base,
+        "peak_rss_after_compile_mb": peak_after_compile,
         "peak_rss_mb": common.peak_rss_mb(),
     }
     if mem is not None:
@@ -68,6 +73,8 @@ def measure(n_atoms: int, preset: str, calls: int) -> dict:
             xla_output_mb=mem.output_size_in_bytes / 2**20,
         )
     out["peak_minus_base_kb_per_atom"] = (out["peak_rss_mb"] - rss_base) * 1024 / n_atoms
+    # memory that the run itself adds on top of what the compiler left behind
+    out["run_peak_minus_compile_peak_kb_per_atom"] = (out["peak_rss_mb"] - peak_after_compile) * 1024 / n_atoms
     if "xla_temp_mb" in out:
         out["xla_temp_kb_per_atom"] = out["xla_temp_mb"] * 1024 / n_atoms
     return out
