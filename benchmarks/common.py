@@ -101,7 +101,19 @@ def interleave(fns: dict[str, Callable[[], None]], rounds: int) -> dict[str, Tim
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (MiB)."""
+    """Peak resident set size of this process so far (MiB).
+
+    VmHWM of /proc/self/status: the high-water mark of this process image. ``ru_maxrss`` is not
+    used where VmHWM exists: Linux carries it over from the parent across fork + exec, so a worker
+    started by a big parent would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
