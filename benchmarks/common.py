@@ -80,6 +80,20 @@ class Timing:
                 "cpu_median_s": self.cpu_median, "cpu_samples_s": list(self.cpu_samples)}
 
 
+def ase_efs_caller(atoms) -> Callable[[], None]:
+    """A call that nudges ``atoms`` (so its calculator must recompute) and asks energy, forces, stress."""
+    state = {"sign": 1.0}
+
+    def call():
+        atoms.positions += state["sign"] * 1e-3
+        state["sign"] = -state["sign"]
+        atoms.get_potential_energy()
+        atoms.get_forces()
+        atoms.get_stress()
+
+    return call
+
+
 def interleave(fns: dict[str, Callable[[], None]], rounds: int) -> dict[str, Timing]:
     """Time each zero-argument callable once per round, alternating the order every round.
 

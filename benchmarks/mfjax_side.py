@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import CUTOFF
+from benchmarks.common import CUTOFF, ase_efs_caller
 
 #: Mean neighbour count of diamond Si at r_c = 5 Å (1792 edges / 64 atoms); the convolution's
 #: denominator. Its value does not change the cost.
@@ -105,7 +105,7 @@ def inference_case(model, atoms) -> InferenceCase:
     calc_atoms.get_forces()  # the one compilation (E+F+S: the calculator always asks for stress)
     compile_s = time.perf_counter() - t0
     calc_atoms.get_stress()
-    ase_call = _ase_caller(calc_atoms)
+    ase_call = ase_efs_caller(calc_atoms)
 
     # the same compiled function on a fixed, already padded device graph: no host work at all
     host = structures_to_graph([structure_from_atoms(atoms, FIDELITY)], model.cutoff, {FIDELITY: 0})
@@ -117,20 +117,6 @@ def inference_case(model, atoms) -> InferenceCase:
 
     jit_call()
     return InferenceCase(len(atoms), n_edges, compile_s, jit_call, ase_call, calc)
-
-
-def _ase_caller(atoms):
-    """A call that moves the atoms a little (so the calculator must recompute) and asks E, F, S."""
-    state = {"sign": 1.0}
-
-    def call():
-        atoms.positions += state["sign"] * 1e-3
-        state["sign"] = -state["sign"]
-        atoms.get_potential_energy()
-        atoms.get_forces()
-        atoms.get_stress()
-
-    return call
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 
-from benchmarks.common import CUTOFF
+from benchmarks.common import CUTOFF, ase_efs_caller
 
 
 def available() -> tuple[bool, str]:
@@ -99,20 +99,11 @@ def training_case(preset: str, frames, batch_size: int) -> TrainingCase:
 
 
 def ase_caller(atoms, calc):
-    """Like ``mfjax_side._ase_caller``: nudge positions, ask E, F, S."""
+    """Nudge positions, ask E, F, S (the same call as the mfjax side)."""
     atoms = atoms.copy()
     atoms.calc = calc
     atoms.get_forces()
-    state = {"sign": 1.0}
-
-    def call():
-        atoms.positions += state["sign"] * 1e-3
-        state["sign"] = -state["sign"]
-        atoms.get_potential_energy()
-        atoms.get_forces()
-        atoms.get_stress()
-
-    return call, atoms
+    return ase_efs_caller(atoms), atoms
 
 
 def num_edges(calc) -> int:

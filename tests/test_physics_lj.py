@@ -8,7 +8,6 @@ import ase
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from ase.calculators.lj import LennardJones
 from ase.stress import voigt_6_to_full_3x3_stress
 
@@ -39,14 +38,6 @@ def triclinic_argon() -> ase.Atoms:
     rng = np.random.default_rng(7)
     frac = grid + rng.normal(scale=0.06, size=grid.shape)
     return ase.Atoms("Ar8", scaled_positions=frac, cell=cell, pbc=True)
-
-
-@pytest.fixture
-def x64():
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", previous)
 
 
 def _compare(atoms: ase.Atoms, rtol: float, atol_f: float, atol_s: float) -> None:
