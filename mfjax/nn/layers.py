@@ -20,6 +20,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mfjax.nn.tensor_product import (
+    node_rows,
+    rows_to_irreps_array,
+    tensor_product_plan,
+    weighted_edge_messages,
+)
+
 Array = jax.Array
 
 
@@ -70,15 +77,45 @@ def convolution(
     node_feats: [N, irreps_x.dim]; edge_sh: [E, sh.dim]; edge_radial_weights: [E, P] with
     P = ``convolution_irreps(...).num_irreps`` (one weight per path and channel, from the radial
     MLP; 0 on padding edges); senders/receivers: [E] (j, i). Returns [N, irreps_mid.dim] with
-    irreps ``convolution_irreps(irreps_x, sh, filter_ir_out)`` (in e3nn's path order, not regrouped).
+    irreps ``convolution_irreps(irreps_x, sh, filter_ir_out).sort().irreps`` (sorted by irrep
+    like ``e3nn.tensor_product``, not simplified). The edge tensor product is
+    ``mfjax.nn.tensor_product.weighted_edge_messages`` (equal to ``convolution_e3nn``).
     """
     num_edges = senders.shape[0]
+    plan = tensor_product_plan(node_feats.irreps, edge_sh.irreps, tuple(filter_ir_out))
+    expected = convolution_irreps(node_feats.irreps, edge_sh.irreps, filter_ir_out)
+    assert plan.irreps_out.regroup() == expected.regroup(), (plan.irreps_out, expected)
+    assert edge_radial_weights.shape == (num_edges, expected.num_irreps), edge_radial_weights.shape
+    # per chunk and component i the [N, u] rows, gathered by sender; messages per path and
+    # output component k [E, u], each summed over the receivers
+    x_edge = tuple(
+        tuple(row[senders] for row in rows) for rows in node_rows(node_feats.array, node_feats.irreps)
+    )
+    messages = weighted_edge_messages(
+        plan, x_edge, edge_sh.array.astype(node_feats.dtype), edge_radial_weights.astype(node_feats.dtype)
+    )
+    summed = [
+        [jax.ops.segment_sum(m, receivers, num_segments=num_nodes) for m in path_messages]
+        for path_messages in messages
+    ]
+    out = rows_to_irreps_array(plan, summed)
+    assert out.shape == (num_nodes, expected.dim), out.shape
+    return e3nn.IrrepsArray(out.irreps, out.array / avg_num_neighbors)
+
+
+def convolution_e3nn(
+    node_feats: e3nn.IrrepsArray,
+    edge_sh: e3nn.IrrepsArray,
+    edge_radial_weights: Array,
+    senders: Array,
+    receivers: Array,
+    num_nodes: int,
+    avg_num_neighbors: float,
+    filter_ir_out: Sequence[e3nn.Irrep],
+) -> e3nn.IrrepsArray:
+    """``convolution`` through ``e3nn.tensor_product`` (the reference it is tested against)."""
     x_j = e3nn.IrrepsArray(node_feats.irreps, node_feats.array[senders])
     messages = e3nn.tensor_product(x_j, edge_sh, filter_ir_out=filter_ir_out, regroup_output=False)
-    expected = convolution_irreps(node_feats.irreps, edge_sh.irreps, filter_ir_out)
-    assert messages.irreps.regroup() == expected.regroup(), (messages.irreps, expected)
-    assert messages.shape == (num_edges, expected.dim), messages.shape
-    assert edge_radial_weights.shape == (num_edges, expected.num_irreps), edge_radial_weights.shape
     messages = messages * edge_radial_weights.astype(messages.dtype)
     summed = jax.ops.segment_sum(messages.array, receivers, num_segments=num_nodes)
     return e3nn.IrrepsArray(messages.irreps, summed / avg_num_neighbors)

@@ -41,7 +41,24 @@ def make_predict_fn(apply_fn: Callable, compute_stress: bool) -> PredictFn:
 
 
 def _vmap(fn, mesh: Mesh | None, in_axes):
-    return jax.vmap(fn, in_axes=in_axes, spmd_axis_name="data" if mesh is not None else None)
+    """``fn`` mapped over the leading device axis D of the arguments whose in_axes is 0.
+
+    Without a mesh and with D = 1 (one device) the axis is squeezed and ``fn`` called directly:
+    the same result, but XLA then sees the model's arrays without a size-1 batch dimension,
+    which on CPU otherwise costs layout copies around every gather and scatter.
+    """
+    mapped = jax.vmap(fn, in_axes=in_axes, spmd_axis_name="data" if mesh is not None else None)
+    if mesh is not None:
+        return mapped
+
+    def call(*args):
+        sizes = {jax.tree.leaves(a)[0].shape[0] for a, ax in zip(args, in_axes) if ax == 0}
+        if sizes != {1}:
+            return mapped(*args)
+        squeezed = [jax.tree.map(lambda x: x[0], a) if ax == 0 else a for a, ax in zip(args, in_axes)]
+        return jax.tree.map(lambda x: x[None], fn(*squeezed))
+
+    return call
 
 
 def make_loss_fn(predict_fn: PredictFn, settings: loss_lib.LossSettings, fidelity_weights: np.ndarray, mesh=None):
