@@ -28,17 +28,29 @@ class MfjaxCalculator(Calculator):
     model: a ``TrainedModel`` (or look-alike) with ``apply_fn``, ``variables``, ``fidelities``,
         ``cutoff``. fidelity: a name from ``model.fidelities`` (may be omitted for a single-fidelity
         model; otherwise ``FidelityError`` lists the names). capacity_factor: growth factor of the
-        padding capacities (> 1).
+        padding capacities (> 1) when a structure no longer fits. initial_margin: spare fraction
+        of the first capacities (padded edges cost as much as real ones, so the first structure
+        is padded tightly; MD fluctuations beyond it trigger one growth and one recompilation).
     Attributes ``compile_count`` (number of traces of the predict function) and ``capacity``
     ((n_node, n_edge)) are exposed for tests and diagnostics.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
-    def __init__(self, model: Any, fidelity: str | None = None, capacity_factor: float = 1.25, **kwargs):
+    def __init__(
+        self,
+        model: Any,
+        fidelity: str | None = None,
+        capacity_factor: float = 1.25,
+        initial_margin: float = 0.05,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if capacity_factor <= 1.0:
             raise ValueError(f"capacity_factor must be > 1, got {capacity_factor}")
+        if initial_margin < 0.0:
+            raise ValueError(f"initial_margin must be >= 0, got {initial_margin}")
+        self.initial_margin = float(initial_margin)
         self.model = model
         self.fidelity_id = int(model.fidelity_index(fidelity))  # FidelityError lists the names
         self.fidelity = tuple(model.fidelities)[self.fidelity_id]
@@ -59,10 +71,11 @@ class MfjaxCalculator(Calculator):
 
     def _grow(self, n_node: int, n_edge: int) -> tuple[int, int]:
         cap_n, cap_e = self.capacity
+        factor = 1.0 + self.initial_margin if cap_e == 0 else self.capacity_factor
         if n_node + 1 > cap_n:
-            cap_n = max(n_node + 1, math.ceil((n_node + 1) * self.capacity_factor))
+            cap_n = max(n_node + 1, math.ceil((n_node + 1) * factor))
         if n_edge > cap_e:
-            cap_e = max(n_edge, math.ceil(max(n_edge, 1) * self.capacity_factor))
+            cap_e = max(n_edge, math.ceil(max(n_edge, 1) * factor))
         self.capacity = (cap_n, cap_e)
         return self.capacity
 
