@@ -134,7 +134,7 @@ def energy_fn_for(
     box: np.ndarray | None = None,
     *,
     fractional: bool = False,
-    capacity_multiplier: float = 1.25,
+    capacity_multiplier: float = 1.1,
     dr_threshold: float = 0.0,
     multi_image: bool | None = None,
     ordered: bool = False,
@@ -146,6 +146,10 @@ def energy_fn_for(
     :func:`box_from_cell`) for a fully periodic cell, None for free space. dr_threshold: neighbour
     skin (Å); pairs beyond the cutoff are masked. multi_image: None = automatic (multi-image list when
     the cell is thinner than 2 x (cutoff + skin)). ordered: OrderedSparse list (half the pairs).
+    capacity_multiplier: spare neighbour-list slots (jax-md's own default is 1.25). Every slot costs
+    a full edge of the model, so the default is 1.1; an overflow is caught by
+    ``mfjax.md.runner.EpisodeRunner`` (reallocate, rerun the episode) — check
+    ``neighbor.did_buffer_overflow`` in hand-written loops.
     disable_cell_list: passed to ``partition.neighbor_list`` (the cell list needs a large box, and
     ``nvt_langevin`` with fractional coordinates fails with it on).
     """
