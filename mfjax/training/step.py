@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from mfjax.data.graph import Graph
 from mfjax.training import loss as loss_lib
@@ -43,22 +44,25 @@ def make_predict_fn(apply_fn: Callable, compute_stress: bool) -> PredictFn:
 def _vmap(fn, mesh: Mesh | None, in_axes):
     """``fn`` mapped over the leading device axis D of the arguments whose in_axes is 0.
 
-    Without a mesh and with D = 1 (one device) the axis is squeezed and ``fn`` called directly:
-    the same result, but XLA then sees the model's arrays without a size-1 batch dimension,
-    which on CPU otherwise costs layout copies around every gather and scatter.
+    Each device computes its own slice of D without a size-1 batch dimension: where a device holds
+    one graph the axis is squeezed and ``fn`` called directly (a size-1 vmap axis costs XLA's CPU
+    backend layout copies around every gather and scatter, ~30 % of a training step). With a mesh
+    this runs under ``jax.shard_map`` over the "data" axis (per-device outputs stacked along D; the
+    caller's sum over D is the cross-device reduction, and autodiff sums the gradient of the
+    replicated arguments over devices exactly once).
     """
-    mapped = jax.vmap(fn, in_axes=in_axes, spmd_axis_name="data" if mesh is not None else None)
-    if mesh is not None:
-        return mapped
 
-    def call(*args):
+    def local(*args):
         sizes = {jax.tree.leaves(a)[0].shape[0] for a, ax in zip(args, in_axes) if ax == 0}
         if sizes != {1}:
-            return mapped(*args)
+            return jax.vmap(fn, in_axes=in_axes)(*args)
         squeezed = [jax.tree.map(lambda x: x[0], a) if ax == 0 else a for a, ax in zip(args, in_axes)]
         return jax.tree.map(lambda x: x[None], fn(*squeezed))
 
-    return call
+    if mesh is None:
+        return local
+    specs = tuple(P("data") if ax == 0 else P() for ax in in_axes)
+    return jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P("data"), check_vma=False)
 
 
 def make_loss_fn(predict_fn: PredictFn, settings: loss_lib.LossSettings, fidelity_weights: np.ndarray, mesh=None):
