@@ -1,10 +1,11 @@
 """The jit-compiled, data-parallel training and evaluation steps (pure functions of state and batch).
 
 A batch is a ``Graph`` whose arrays carry a leading device axis D (see ``sharding.py``). The step
-``vmap``s the per-device prediction and loss *sums* over that axis, adds the sums over devices and
-only then divides (``loss.combine``), so one sharded step on D devices equals the single-device step
-on the same D padded graphs. Gradients of replicated parameters are produced by the SPMD partitioner
-(one all-reduce); nothing is averaged twice.
+maps the per-device prediction and loss *sums* over that axis (``jax.shard_map`` over the mesh,
+each device's graph without a batch axis; see ``_vmap``), adds the sums over devices and only then
+divides (``loss.combine``), so one sharded step on D devices equals the single-device step on the
+same D padded graphs. Gradients of the replicated parameters are summed over devices once, by the
+transpose of ``shard_map``; nothing is averaged twice.
 
 Non-finite guard: when the loss or the gradient norm is not finite the whole state is kept as it
 was (``jnp.where`` per leaf) and ``finite`` is False in the returned logs.
