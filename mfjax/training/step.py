@@ -63,9 +63,11 @@ def _vmap(fn, mesh: Mesh | None, in_axes):
     if mesh is None:
         return local
     specs = tuple(P("data") if ax == 0 else P() for ax in in_axes)
-    # check_vma=False: with JAX's varying-manual-axes checks on (jax 0.10.2) the 8-device loss of
-    # tests/test_training_step.py differed from the single-device one; with them off the two
-    # steps agree to float rounding (loss, gradient norm, parameters after two steps).
+    # check_vma=False: ``physics.predict`` differentiates w.r.t. a strain built from zeros inside
+    # the per-device function; with JAX's varying-manual-axes checks on, that array is
+    # device-invariant and the transpose sums its gradient over devices, so every device's stress
+    # (and the loss) came out summed over the mesh (tests/test_training_step.py caught it). With
+    # the checks off the sharded step equals the single-device step to float rounding.
     return jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P("data"), check_vma=False)
 
 
