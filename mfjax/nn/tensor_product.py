@@ -72,7 +72,8 @@ class TensorProductPlan:
     ``paths`` in e3nn's loop order (x chunk, sh chunk, ir_out); ``sorted_order``: path indices
     in the order of the output irreps (e3nn sorts them, stably, by irrep); ``coupling``:
     [sh.dim, sum_p d_in d_out] numpy float64, the Clebsch-Gordan coefficients of every path
-    (e3nn's irrep normalisation), column ``coupling_start + i d_out + k`` for path p.
+    (e3nn's irrep normalisation), column ``coupling_start + i d_out + k`` for path p;
+    ``coupling_terms``: its non-zero entries as (j, column, value), the only ones the code uses.
     """
 
     irreps_x: e3nn.Irreps
@@ -81,12 +82,16 @@ class TensorProductPlan:
     paths: tuple[Path, ...]
     sorted_order: tuple[int, ...]
     coupling: np.ndarray
+    coupling_terms: tuple[tuple[int, int, float], ...]
+
+    def _key(self) -> tuple[str, str, str]:
+        return (str(self.irreps_x), str(self.irreps_sh), str(self.irreps_out))
 
     def __hash__(self) -> int:
-        return hash((str(self.irreps_x), str(self.irreps_sh), str(self.irreps_out)))
+        return hash(self._key())
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, TensorProductPlan) and hash(self) == hash(other)
+        return isinstance(other, TensorProductPlan) and self._key() == other._key()
 
 
 def _clebsch_gordan(ir_in: e3nn.Irrep, ir_sh: e3nn.Irrep, ir_out: e3nn.Irrep) -> np.ndarray:
@@ -100,6 +105,10 @@ def _clebsch_gordan(ir_in: e3nn.Irrep, ir_sh: e3nn.Irrep, ir_out: e3nn.Irrep) ->
     if normalization == "none":
         return cg
     raise ValueError(f"irrep_normalization={normalization!r} is not supported")
+
+
+#: Clebsch-Gordan coefficients below this are structural zeros (float64 round-off of 0).
+_ZERO = 1e-12
 
 
 @lru_cache(maxsize=None)
@@ -121,7 +130,7 @@ def _plan(irreps_x: str, irreps_sh: str, filter_ir_out: tuple[str, ...]) -> Tens
         block = np.zeros((irreps_sh_.dim, ir_in.dim, ir_out.dim))
         block[sh_slices[b]] = cg.transpose(1, 0, 2)
         nonzero = tuple(
-            tuple(i for i in range(ir_in.dim) if np.any(np.abs(cg[i, :, k]) > 1e-12))
+            tuple(i for i in range(ir_in.dim) if np.any(np.abs(cg[i, :, k]) > _ZERO))
             for k in range(ir_out.dim)
         )
         paths.append(
@@ -130,8 +139,9 @@ def _plan(irreps_x: str, irreps_sh: str, filter_ir_out: tuple[str, ...]) -> Tens
         blocks.append(block.reshape(irreps_sh_.dim, -1))
         coupling_start += ir_in.dim * ir_out.dim
     coupling = np.concatenate(blocks, axis=1) if blocks else np.zeros((irreps_sh_.dim, 0))
+    terms = tuple((int(j), int(c), float(coupling[j, c])) for j, c in zip(*np.nonzero(np.abs(coupling) > _ZERO)))
     return TensorProductPlan(
-        irreps_x_, irreps_sh_, sorted_irreps, tuple(paths), tuple(int(i) for i in order), coupling
+        irreps_x_, irreps_sh_, sorted_irreps, tuple(paths), tuple(int(i) for i in order), coupling, terms
     )
 
 
@@ -189,10 +199,8 @@ def weighted_edge_messages(
 def _couplings(plan: TensorProductPlan, sh_columns: tuple[Array, ...]) -> dict[int, Array]:
     """Coupling column -> [E]: c[e, (p, i, k)] = sum_j C_p[i, j, k] Y_j(e), non-zero C only."""
     out = {}
-    for column in range(plan.coupling.shape[1]):
-        rows = np.nonzero(np.abs(plan.coupling[:, column]) > 1e-12)[0]
-        if len(rows):
-            out[column] = sum(float(plan.coupling[j, column]) * sh_columns[j] for j in rows)
+    for j, column, value in plan.coupling_terms:
+        out[column] = _add(out.get(column), value * sh_columns[j])
     return out
 
 
@@ -246,14 +254,12 @@ def _messages_bwd(plan, residuals, grads):
                 grad_x[path.x_chunk][i] = _add(grad_x[path.x_chunk][i], coupling[column][:, None] * g_t)
                 grad_coupling[column] = jnp.sum(g_t * x[i], axis=1)
         grad_w.append(jnp.zeros_like(w) if g_w is None else g_w)
-    grad_sh = []
-    for j, y in enumerate(sh_columns):
-        terms = [
-            float(plan.coupling[j, column]) * g
-            for column, g in grad_coupling.items()
-            if abs(plan.coupling[j, column]) > 1e-12
-        ]
-        grad_sh.append(sum(terms) if terms else jnp.zeros_like(y))
+    # d/dY_j = sum over coupling columns of C[j, column] dc[column]
+    grad_sh = [None] * len(sh_columns)
+    for j, column, value in plan.coupling_terms:
+        if column in grad_coupling:
+            grad_sh[j] = _add(grad_sh[j], value * grad_coupling[column])
+    grad_sh = [g if g is not None else jnp.zeros_like(y) for g, y in zip(grad_sh, sh_columns)]
     grad_x = tuple(
         tuple(g if g is not None else jnp.zeros_like(xi) for g, xi in zip(rows, x))
         for rows, x in zip(grad_x, x_edge)

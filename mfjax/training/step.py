@@ -2,7 +2,7 @@
 
 A batch is a ``Graph`` whose arrays carry a leading device axis D (see ``sharding.py``). The step
 maps the per-device prediction and loss *sums* over that axis (``jax.shard_map`` over the mesh,
-each device's graph without a batch axis; see ``_vmap``), adds the sums over devices and only then
+each device's graph without a batch axis; see ``_per_device``), adds the sums over devices and only then
 divides (``loss.combine``), so one sharded step on D devices equals the single-device step on the
 same D padded graphs. Gradients of the replicated parameters are summed over devices once, by the
 transpose of ``shard_map``; nothing is averaged twice.
@@ -42,7 +42,7 @@ def make_predict_fn(apply_fn: Callable, compute_stress: bool) -> PredictFn:
     return predict_fn
 
 
-def _vmap(fn, mesh: Mesh | None, in_axes):
+def _per_device(fn, mesh: Mesh | None, in_axes):
     """``fn`` mapped over the leading device axis D of the arguments whose in_axes is 0.
 
     Each device computes its own slice of D without a size-1 batch dimension: where a device holds
@@ -80,7 +80,7 @@ def make_loss_fn(predict_fn: PredictFn, settings: loss_lib.LossSettings, fidelit
         return loss_lib.loss_sums(pred, graph, fw, settings)
 
     def loss_fn(params, constants, batch):
-        sums = _vmap(device_sums, mesh, (None, None, 0))(params, constants, batch)
+        sums = _per_device(device_sums, mesh, (None, None, 0))(params, constants, batch)
         sums = jax.tree.map(lambda x: x.sum(0), sums)
         total, per_fid = loss_lib.combine(sums, settings)
         return total, (per_fid, sums)
@@ -146,7 +146,7 @@ def make_eval_step(predict_fn: PredictFn, n_fidelities: int, mesh: Mesh | None =
         return metric_sums(pred, graph, n_fidelities), pred
 
     def evaluate(variables, batch):
-        sums, pred = _vmap(device_eval, mesh, (None, 0))(variables, batch)
+        sums, pred = _per_device(device_eval, mesh, (None, 0))(variables, batch)
         return jax.tree.map(lambda x: x.sum(0), sums), pred
 
     kwargs: dict = {}
