@@ -18,7 +18,7 @@ from typing import Literal
 import yaml
 
 from mfjax.nn.config import ModelConfig
-from mfjax.utils.configtools import ConfigError, apply_overrides, from_dict, option, template, to_dict
+from mfjax.utils.configtools import ConfigError, apply_overrides, from_dict, option, read_yaml, template, to_dict
 
 __all__ = [
     "Config", "DataConfig", "DatasetConfig", "LabelKeys", "LabelWeights", "SplitConfig",
@@ -97,6 +97,16 @@ class LossConfig:
         factory=dict,
     )
 
+    def validate(self, where: str = "train.loss") -> None:
+        for name in ("energy_weight", "forces_weight", "stress_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{where}.{name} must be >= 0, got {getattr(self, name)}")
+        if self.delta <= 0:
+            raise ConfigError(f"{where}.delta must be > 0, got {self.delta}")
+        for fid, w in self.fidelity_weights.items():
+            if w < 0:
+                raise ConfigError(f"{where}.fidelity_weights.{fid} must be >= 0, got {w}")
+
 
 @dataclass(frozen=True)
 class BatchConfig:
@@ -105,6 +115,14 @@ class BatchConfig:
     max_graphs: int = option(16, "Real structures per batch (per device), at most.")
     max_nodes: int | None = option(None, "Atoms per batch incl. padding (null = derived from data).")
     max_edges: int | None = option(None, "Edges per batch incl. padding (null = derived from data).")
+
+    def validate(self, where: str = "train.batch") -> None:
+        if self.max_graphs < 1:
+            raise ConfigError(f"{where}.max_graphs must be >= 1, got {self.max_graphs}")
+        for name in ("max_nodes", "max_edges"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{where}.{name} must be >= 1 or null (derived from the data), got {value}")
 
 
 @dataclass(frozen=True)
@@ -182,8 +200,7 @@ class Config:
 def _preset_dict(name: str) -> dict:
     from mfjax.nn.presets import preset_path
 
-    with open(preset_path(name)) as handle:
-        return yaml.safe_load(handle) or {}
+    return read_yaml(preset_path(name))
 
 
 def resolve_model(model: dict) -> dict:
@@ -201,16 +218,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     base = Path.cwd()
     if path is not None:
         path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
-        with open(path) as handle:
-            raw = yaml.safe_load(handle) or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
+        if data is None:  # every YAML, I/O and top-level problem is one ConfigError line
+            raw = read_yaml(path)
         base = path.resolve().parent
     if data is not None:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path or 'config'}: the top level must be a mapping, got a {type(data).__name__}")
         raw = copy.deepcopy(data)
     apply_overrides(raw, list(overrides or []))
+    for section in ("data", "model", "train", "output"):
+        if section in raw and raw[section] is None:  # an empty section: its defaults
+            raw[section] = {}
+        if not isinstance(raw.get(section, {}), dict):
+            raise ConfigError(f"{section}: expected a mapping of keys, got {raw[section]!r}")
     raw.setdefault("model", {})
     raw["model"] = resolve_model(raw["model"])
     if "data" in raw and "cutoff" in raw["data"]:

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-
-from mfjax.errors import ConfigError  # noqa: E402  (re-exported)
+from mfjax.errors import ConfigError  # (re-exported)
 
 
 def option(default: Any = dataclasses.MISSING, doc: str = "", *, factory: Any = None) -> Any:
@@ -125,25 +126,103 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> tuple[str, int | None, int | None]:
+    """(problem text, 1-based line, 1-based column) of a YAML parse error, on one line."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return " ".join(str(exc).split()), None, None
+    mark = exc.problem_mark
+    problem = " ".join(str(exc.problem or "syntax error").split())
+    if exc.context:
+        problem += f" ({' '.join(exc.context.split())}"
+        if exc.context_mark is not None and exc.context_mark.line != mark.line:
+            problem += f" started on line {exc.context_mark.line + 1}"
+        problem += ")"
+    return problem, mark.line + 1, mark.column + 1
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """``yaml.safe_load(text)``; a syntax error is one ``ConfigError`` line naming ``source``,
+    line and column (``source:LINE:COL: problem: 'offending line'``)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problem, line, col = _yaml_problem(exc)
+        if line is None:
+            raise ConfigError(f"{source}: invalid YAML: {problem}") from None
+        lines = text.splitlines()
+        shown = lines[line - 1] if line <= len(lines) else "<end of file>"
+        if "\t" in shown:
+            problem += "; YAML indentation must use spaces, not tabs"
+        raise ConfigError(f"{source}:{line}:{col}: {problem}: {shown!r}") from None
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    """The mapping in a YAML config file (empty file: ``{}``).
+
+    Every way this can fail (missing file, a directory, unreadable, not UTF-8 text, a YAML syntax
+    error, a top level that is not a mapping) is one ``ConfigError`` line naming the file (and for
+    syntax errors ``PATH:LINE:COL``, the problem and the offending line).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    if path.is_dir():
+        raise ConfigError(f"config file {str(path)!r} is a directory, not a YAML file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}): is this the YAML config?") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
+    data = parse_yaml(text, str(path))
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys (data:, model:, ...), "
+                          f"got a {type(data).__name__}")
+    return data
+
+
+def _container(node: Any, part: str, item: str) -> int | str:
+    """The key of ``part`` in ``node`` (an int index of a list, else the name in a mapping)."""
+    if isinstance(node, list):
+        try:
+            index = int(part)
+            node[index]
+        except (ValueError, IndexError):
+            raise ConfigError(f"--set {item!r}: {part!r} is not an index of a list of {len(node)}") from None
+        return index
+    if not isinstance(node, dict):
+        raise ConfigError(f"--set {item!r}: cannot set {part!r} inside the value {node!r}, which is not a mapping")
+    return part
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply ``key.sub=value`` overrides (value parsed as YAML) to a nested dict, in place."""
+    """Apply ``key.sub=value`` overrides (value parsed as YAML) to a nested dict, in place.
+
+    A malformed override (no ``=``, an empty key, a value that is not valid YAML, a path through a
+    scalar) is one ``ConfigError`` line quoting the override.
+    """
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw)
-        node = data
         parts = key.strip().split(".")
+        if not all(p.strip() for p in parts):
+            raise ConfigError(f"--set {item!r}: the key {key!r} is empty or has an empty part")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            problem, _, col = _yaml_problem(exc)
+            at = f" at column {col}" if col is not None else ""
+            raise ConfigError(f"--set {item!r}: the value {raw!r} is not valid YAML: {problem}{at}") from None
+        node: Any = data
         for part in parts[:-1]:
-            if isinstance(node, list):
-                node = node[int(part)]
-            else:
-                node = node.setdefault(part, {})
-        last = parts[-1]
-        if isinstance(node, list):
-            node[int(last)] = value
-        else:
-            node[last] = value
+            where = _container(node, part, item)
+            if isinstance(where, str) and node.get(where) is None:  # absent or an empty section
+                node[where] = {}
+            node = node[where]
+        node[_container(node, parts[-1], item)] = value
     return data
 
 
