@@ -26,10 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import yaml
-
 from mfjax.config import Config, load_config
-from mfjax.utils.configtools import ConfigError, apply_overrides, from_dict, option
+from mfjax.utils.configtools import ConfigError, apply_overrides, from_dict, option, read_yaml
 
 __all__ = ["STRATEGIES", "StageSteps", "AblationSettings", "load_ablation_config", "DEFAULT_QUICK"]
 
@@ -118,8 +116,7 @@ def load_ablation_config(
     if data is None:
         if path is None or not Path(path).exists():
             raise ConfigError(f"config file {str(path)!r} does not exist")
-        with open(path) as handle:
-            data = yaml.safe_load(handle) or {}
+        data = read_yaml(path)
     raw = copy.deepcopy(data)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
