@@ -113,3 +113,42 @@ def test_unlabelled_frames_excluded_only_when_labels_required(tmp_path, make_ato
 def test_missing_file_is_data_error(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         read_structures(str(tmp_path / "nope.extxyz"), fidelity="pbe")
+
+
+def _stress_file(path, stress: str, lattice: str = "5 0 0 0 5 0 0 0 5") -> str:
+    """Two frames; the second has the given ``stress=`` value (the first a valid Voigt-6)."""
+    text = ""
+    for value in ("0.1 0.2 0.3 0.0 0.0 0.0", stress):
+        text += (
+            "2\n"
+            f'Lattice="{lattice}" Properties=species:S:1:pos:R:3:forces:R:3 energy=-1.5 '
+            f'stress="{value}" pbc="T T T"\n'
+            "H 0.0 0.0 0.0 0.0 0.0 0.1\nH 0.74 0.0 0.0 0.0 0.0 -0.1\n"
+        )
+    path.write_text(text)
+    return str(path)
+
+
+def test_extxyz_stress_voigt6_and_nine_values(tmp_path):
+    """ASE's own parser rejects a 6-value ``stress=``; mfjax reads it as Voigt (xx yy zz yz xz xy)."""
+    path = _stress_file(tmp_path / "s.extxyz", "1 2 3 4 5 6")
+    out = read_structures(path, fidelity="x")
+    np.testing.assert_allclose(out[1].stress, [[1, 6, 5], [6, 2, 4], [5, 4, 3]])
+    np.testing.assert_allclose(out[0].stress, np.diag([0.1, 0.2, 0.3]))
+    assert out[1].energy == -1.5 and out[1].forces.shape == (2, 3)
+    path = _stress_file(tmp_path / "s9.extxyz", "1 6 5 6 2 4 5 4 3")
+    np.testing.assert_allclose(read_structures(path, fidelity="x")[1].stress, [[1, 6, 5], [6, 2, 4], [5, 4, 3]])
+
+
+@pytest.mark.parametrize("value", ["1 2 3 4 5 6 7", "1 2 3", "7", "a b"])
+def test_extxyz_stress_wrong_count_names_file_frame_field(tmp_path, value):
+    path = _stress_file(tmp_path / "bad.extxyz", value)
+    with pytest.raises(DataError, match=r"bad\.extxyz, frame 1, field 'stress': expected") as info:
+        read_structures(path, fidelity="x")
+    assert info.value.field == "stress" and info.value.frame == 1
+
+
+def test_extxyz_lattice_wrong_count_names_the_field(tmp_path):
+    path = _stress_file(tmp_path / "lat.extxyz", "1 2 3 4 5 6", lattice="5 0 0 0 5 0 0 0")
+    with pytest.raises(DataError, match=r"frame 0, field 'Lattice': expected 9 numbers"):
+        read_structures(path, fidelity="x")

@@ -9,9 +9,11 @@ read per frame from ``atoms.info[keys.fidelity]``. Every frame read is accounted
 
 from __future__ import annotations
 
+import re
 from typing import Any, Collection, Iterator, Literal, Sequence
 
 import numpy as np
+from ase.io.extxyz import key_val_str_to_dict
 
 from mfjax.config import LabelKeys
 from mfjax.data.report import DatasetReport, warn_frames
@@ -35,6 +37,34 @@ def _frame_numbers(index: str | int) -> tuple[int, int] | None:
     return (start, step) if start >= 0 and step > 0 else None
 
 
+_STRESS_KEY = re.compile(r"(^|\s)stress=")
+_RAW_STRESS = "mfjax_raw_stress"
+
+
+def _extxyz_properties(line: str, sep: str | None = None) -> dict[str, Any]:
+    """ASE's extxyz comment-line parser, except that ``stress`` may hold any number of values.
+
+    ASE treats ``stress`` as a "special 3x3" key and raises unless it has exactly 9 values, so the
+    Voigt-6 form (xx yy zz yz xz xy) that ASE itself writes elsewhere fails to read. Such a line is
+    parsed again with the key renamed, and ``stress`` comes back as a flat array: ``as_stress``
+    accepts 6 or 9 values and reports any other count as an error of the field ``stress``.
+    """
+    try:
+        return key_val_str_to_dict(line, sep)
+    except ValueError as exc:
+        if "info item stress," not in str(exc):
+            raise
+        original = exc
+    info = key_val_str_to_dict(_STRESS_KEY.sub(r"\1" + _RAW_STRESS + "=", line), sep)
+    if _RAW_STRESS not in info:
+        raise original
+    value = info.pop(_RAW_STRESS)
+    if not isinstance(value, (np.ndarray, np.number, int, float)) or np.asarray(value).dtype.kind not in "iuf":
+        raise ValueError(f"Got info item stress, expecting 6 (Voigt) or 9 numbers, but got {value!r}")
+    info["stress"] = np.atleast_1d(np.asarray(value, dtype=np.float64))
+    return info
+
+
 def iter_frames(path: str, index: str | int = ":", format: str | None = None) -> Iterator[tuple[int, Any]]:
     """Yield (frame number in the file, ase.Atoms); parse errors become ``DataError`` naming the frame."""
     import ase.io
@@ -50,7 +80,8 @@ def iter_frames(path: str, index: str | int = ":", format: str | None = None) ->
         yield from _iter_db(path, index)
         return
     k = 0
-    frames = ase.io.iread(path, index=index, format=fmt)
+    extra = {"properties_parser": _extxyz_properties} if fmt == "extxyz" else {}
+    frames = ase.io.iread(path, index=index, format=fmt, **extra)
     while True:
         frame = numbering[0] + k * numbering[1] if numbering else k
         try:

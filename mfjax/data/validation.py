@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from typing import Any, Collection, Sequence
 
 import numpy as np
@@ -46,6 +47,10 @@ def check_file(path: str | os.PathLike) -> str:
 def read_error(exc: BaseException, source: str, frame: int | None) -> DataError:
     """Wrap an exception raised by ase.io while parsing ``frame`` of ``source``."""
     text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    special = re.match(r"Got info item (\S+), expecting (special 3x3 matrix)?(.*)", text)
+    if special:  # ase.io.extxyz (Lattice, virial) and mfjax.data.io (stress): a wrong-sized info item
+        what = "9 numbers (a 3x3 matrix)" if special.group(2) else special.group(3).strip()
+        return DataError(f"expected {what}", source=source, frame=frame, field=special.group(1).rstrip(","))
     kind = type(exc).__name__
     return DataError(f"cannot parse the file (truncated or malformed?): {kind}: {text}", source=source, frame=frame)
 
