@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import CUTOFF, ase_efs_caller
+from mfjax.data.graph import num_edges, num_nodes
 
 #: Mean neighbour count of diamond Si at r_c = 5 Å (1792 edges / 64 atoms); the convolution's
 #: denominator. Its value does not change the cost.
@@ -49,8 +50,8 @@ def example_graph(atoms, n_node: int | None = None, n_edge: int | None = None, d
     from mfjax.data.structures import structure_from_atoms
 
     graph = structures_to_graph([structure_from_atoms(atoms, FIDELITY)], CUTOFF, {FIDELITY: 0})
-    n_node = n_node or graph.num_nodes + 1
-    n_edge = n_edge or int(np.ceil(graph.num_edges / 64) * 64)
+    n_node = n_node or num_nodes(graph) + 1
+    n_edge = n_edge or int(np.ceil(num_edges(graph) / 64) * 64)
     return cast_graph(pad_graph(graph, n_node, n_edge, 2), dtype)
 
 

@@ -28,6 +28,7 @@ import numpy as np
 from flax import serialization
 
 from mfjax.errors import ConfigError, FidelityError
+from mfjax.data.graph import num_edges, num_graphs, num_nodes
 
 FORMAT = "mfjax-model"
 FORMAT_VERSION = 1
@@ -217,8 +218,8 @@ class TrainedModel:
         from mfjax.training.batches import cast_floats
 
         graph = structures_to_graph(structures, self.cutoff, {f: i for i, f in enumerate(self.fidelities)})
-        padded = pad_graph(graph, _bucket(graph.num_nodes + 1, 8), _bucket(graph.num_edges, 64),
-                           _bucket(graph.num_graphs + 1, 2))
+        padded = pad_graph(graph, _bucket(num_nodes(graph) + 1, 8), _bucket(num_edges(graph), 64),
+                           _bucket(num_graphs(graph) + 1, 2))
         return cast_floats(padded, np.dtype(self.dtype)), graph
 
     def predict(self, atoms_or_list, fidelity: str | None = None, batch_size: int = 32):

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from mfjax.data.graph import Graph
+from mfjax.data.graph import Graph, edge_vectors, node_graph_index, num_graphs, num_nodes, volume
 
 Array = jax.Array
 #: ``apply_fn(variables, graph, edge_vectors [E, 3]) -> atomic energies [N]`` (0 on padding nodes).
@@ -31,8 +31,8 @@ EdgeVectorFn = Callable[[Array, Array], Array]
 def graph_energies(apply_fn: ApplyFn, variables: Any, graph: Graph, edge_vectors: Array) -> Array:
     """[G] total energy per graph: segment sum of the atomic energies (padding graphs get 0)."""
     atomic = apply_fn(variables, graph, edge_vectors)
-    assert atomic.shape == (graph.num_nodes,), atomic.shape
-    return jax.ops.segment_sum(atomic, graph.node_graph_index(), num_segments=graph.num_graphs)
+    assert atomic.shape == (num_nodes(graph),), atomic.shape
+    return jax.ops.segment_sum(atomic, node_graph_index(graph), num_segments=num_graphs(graph))
 
 
 def energy_and_derivatives(
@@ -51,8 +51,8 @@ def energy_and_derivatives(
     Returns (energy [G], dE/dR [N, 3], dE/d eps [G, 3, 3] or None without stress).
     """
     pos = graph.nodes.positions if positions is None else positions
-    vector_fn = graph.edge_vectors if edge_vector_fn is None else edge_vector_fn
-    strain = jnp.zeros((graph.num_graphs, 3, 3), pos.dtype)
+    vector_fn = (lambda p, eps: edge_vectors(graph, p, eps)) if edge_vector_fn is None else edge_vector_fn
+    strain = jnp.zeros((num_graphs(graph), 3, 3), pos.dtype)
 
     def total(p: Array, eps: Array) -> tuple[Array, Array]:
         energies = graph_energies(apply_fn, variables, graph, vector_fn(p, eps))
@@ -63,7 +63,7 @@ def energy_and_derivatives(
     else:
         d_pos, energies = jax.grad(lambda p: total(p, strain), has_aux=True)(pos)
         d_strain = None
-    assert d_pos.shape == pos.shape and energies.shape == (graph.num_graphs,)
+    assert d_pos.shape == pos.shape and energies.shape == (num_graphs(graph),)
     return energies, d_pos, d_strain
 
 
@@ -87,5 +87,5 @@ def predict(
     )
     out = {"energy": energies, "forces": -d_pos}
     if compute_stress:
-        out["stress"] = stress_from_strain_derivative(d_strain, graph.volume())
+        out["stress"] = stress_from_strain_derivative(d_strain, volume(graph))
     return out

@@ -20,6 +20,7 @@ from mfjax.nn.model import (
     init_variables,
 )
 from test_physics_model import CUTOFF, SPECIES, molecule, tiny_config, triclinic
+from mfjax.data.graph import edge_vectors, node_graph_index, num_graphs
 
 E0 = np.array([[-1.0, -2.0, -3.0, -4.0], [-1.5, -2.5, -3.5, -4.5], [0.3, 0.2, 0.1, 0.0]])
 
@@ -48,8 +49,8 @@ def energies(module, variables, n_fid) -> np.ndarray:
     graph = graph_all_fidelities(n_fid)
     key = (module.config, module.fidelities)
     apply = _JITTED.setdefault(key, jax.jit(module.apply))
-    atomic = apply(variables, graph, graph.edge_vectors())
-    per_graph = jax.ops.segment_sum(atomic, graph.node_graph_index(), graph.num_graphs)
+    atomic = apply(variables, graph, edge_vectors(graph))
+    per_graph = jax.ops.segment_sum(atomic, node_graph_index(graph), num_graphs(graph))
     return np.asarray(per_graph[: 2 * n_fid]).reshape(2, n_fid)
 
 
@@ -86,7 +87,7 @@ def test_one_fidelity_patches_nothing_and_onehot_adds_one_row_per_fidelity(x64):
     def count(n_fid, mode="conditioning"):
         module = Potential(config(mode), SPECIES, tuple(f"f{i}" for i in range(n_fid)), 4.0)
         g = graph_all_fidelities(n_fid)
-        return count_parameters(jax.eval_shape(module.init, jax.random.PRNGKey(0), g, g.edge_vectors())["params"])
+        return count_parameters(jax.eval_shape(module.init, jax.random.PRNGKey(0), g, edge_vectors(g))["params"])
 
     # conditioned 0e outputs: block 0 intro 4 + outro 6 (4 scalars + 2 gates), block 1 intro 4 +
     # outro 4, readout hidden 2 -> 20 extra weights per fidelity; none with a single fidelity.
@@ -115,7 +116,7 @@ def test_append_fidelity_keeps_old_predictions(x64, n_old, mode):
     assert names == module.fidelities + ("f_new",)
     new_module = Potential(module.config, SPECIES, names, module.avg_num_neighbors)
     g = graph_all_fidelities(n_old + 1)
-    reference = jax.eval_shape(new_module.init, jax.random.PRNGKey(0), g, g.edge_vectors())["params"]
+    reference = jax.eval_shape(new_module.init, jax.random.PRNGKey(0), g, edge_vectors(g))["params"]
     assert jax.tree.structure(reference) == jax.tree.structure(new_vars["params"])
     assert jax.tree.map(jnp.shape, reference) == jax.tree.map(jnp.shape, new_vars["params"])
     after = energies(new_module, new_vars, n_old + 1)

@@ -15,6 +15,7 @@ from mfjax.data.structures import Structure
 from mfjax.nn.layers import convolution, convolution_irreps, gate_irreps
 from mfjax.nn.model import Potential, count_parameters, init_variables
 from mfjax.nn.presets import load_preset
+from mfjax.data.graph import edge_vectors
 from mfjax.nn.radial import (
     bessel_basis,
     bessel_frequencies,
@@ -39,7 +40,7 @@ def _count(preset: str, n_species: int, fidelities: tuple[str, ...]) -> int:
     graph = structures_to_graph([_two_atoms()], 5.0, {"a": 0})
     graph = jax.tree.map(jnp.asarray, pad_graph(graph, 3, 4, 2))
     module = Potential(load_preset(preset), tuple(range(1, n_species + 1)), fidelities, 10.0)
-    shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), graph, graph.edge_vectors())
+    shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), graph, edge_vectors(graph))
     return count_parameters(shapes["params"])
 
 
@@ -146,7 +147,7 @@ def test_init_variables_matches_module_init_structure():
     cfg = load_preset("small", num_layers=2, hidden_irreps="4x0e+2x1o+2x2e", radial_hidden=[8], num_basis=4)
     module = Potential(cfg, (14,), ("a", "b"), 3.0)
     variables = init_variables(module, jax.random.PRNGKey(0), graph, e0=[[1.0], [2.0]], scale=2.0)
-    reference = jax.eval_shape(module.init, jax.random.PRNGKey(0), graph, graph.edge_vectors())
+    reference = jax.eval_shape(module.init, jax.random.PRNGKey(0), graph, edge_vectors(graph))
     assert jax.tree.structure(variables["params"]) == jax.tree.structure(reference["params"])
     for a, b in zip(jax.tree.leaves(variables["params"]), jax.tree.leaves(reference["params"])):
         assert a.shape == b.shape and a.dtype == b.dtype
@@ -162,7 +163,7 @@ def test_nequip_self_connection_has_one_linear_per_species():
     graph = jax.tree.map(jnp.asarray, pad_graph(graph, 3, 4, 2))
     cfg = load_preset("small", num_layers=2, hidden_irreps="4x0e+2x1o", lmax=1, self_connection="nequip")
     module = Potential(cfg, (1, 8, 14), ("a",), 3.0)
-    shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), graph, graph.edge_vectors())["params"]
+    shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), graph, edge_vectors(graph))["params"]
     sc = shapes["block_0"]["self_connection"]
     # block 0: 4x0e -> gate input 6x0e+2x1o; only the 0e path exists, indexed by species
     assert {k: v.shape for k, v in sc.items()} == {"w[0,0] 4x0e,6x0e": (3, 4, 6)}

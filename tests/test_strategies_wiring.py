@@ -23,6 +23,7 @@ from mfjax.strategies.data import prepare_data
 from mfjax.strategies.settings import load_ablation_config
 from mfjax.strategies.synthetic import synthetic_config
 from mfjax.strategies.trainer import LinearLRState, Model
+from mfjax.data.graph import edge_vectors, node_graph_index, num_edges, num_graphs, num_nodes
 
 
 @pytest.fixture(scope="module")
@@ -197,9 +198,9 @@ def test_append_keeps_old_fidelity_predictions(ctx):
         def energies(model: Model) -> np.ndarray:
             index = {name: k for k, name in enumerate(model.fidelities)}
             graph = structures_to_graph(structures, ctx.cfg.data.cutoff, index)
-            graph = jax.tree.map(jnp.asarray, pad_graph(graph, graph.num_nodes + 1, graph.num_edges, len(structures) + 1))
-            atomic = model.spec.module().apply(model.variables, graph, graph.edge_vectors())
-            return np.asarray(jax.ops.segment_sum(atomic, graph.node_graph_index(), graph.num_graphs))[: len(structures)]
+            graph = jax.tree.map(jnp.asarray, pad_graph(graph, num_nodes(graph) + 1, num_edges(graph), len(structures) + 1))
+            atomic = model.spec.module().apply(model.variables, graph, edge_vectors(graph))
+            return np.asarray(jax.ops.segment_sum(atomic, node_graph_index(graph), num_graphs(graph)))[: len(structures)]
 
         before, after = energies(lf64), energies(appended)
         assert before.dtype == np.float64

@@ -11,6 +11,7 @@ from mfjax.data.batching import pad_graph, structures_to_graph
 from mfjax.data.structures import Structure
 from mfjax.errors import ConfigError
 from mfjax.training.loss import KBAR_PER_EV_A3, LossSettings, combine, elementwise, fidelity_weight_vector, loss_sums
+from mfjax.data.graph import node_mask, num_graphs, num_nodes
 
 FIDS = {"lo": 0, "hi": 1}
 
@@ -29,9 +30,9 @@ def _structure(n, fidelity, seed, energy=True, forces=True, stress=False, weight
 def _pred(graph, seed=1):
     rng = np.random.default_rng(seed)
     return {
-        "energy": jnp.asarray(rng.normal(size=graph.num_graphs)),
-        "forces": jnp.asarray(rng.normal(size=(graph.num_nodes, 3))),
-        "stress": jnp.asarray(rng.normal(size=(graph.num_graphs, 3, 3)) * 1e-3),
+        "energy": jnp.asarray(rng.normal(size=num_graphs(graph))),
+        "forces": jnp.asarray(rng.normal(size=(num_nodes(graph), 3))),
+        "stress": jnp.asarray(rng.normal(size=(num_graphs(graph), 3, 3)) * 1e-3),
     }
 
 
@@ -81,11 +82,11 @@ def test_masked_labels_and_padding_do_not_matter():
     total, _, graph, pred = _loss(s)
     # change the placeholder values behind the masks and every prediction on padding
     glob = graph.globals
-    tampered = graph.replace(
+    tampered = graph._replace(
         nodes=graph.nodes.replace(forces=np.where(graph.nodes.forces_mask[:, None], graph.nodes.forces, 99.0)),
         globals=glob.replace(energy=np.where(glob.energy_mask, glob.energy, 1e3)),
     )
-    pad_nodes = ~np.asarray(tampered.node_mask())
+    pad_nodes = ~np.asarray(node_mask(tampered))
     pred2 = dict(pred)
     pred2["forces"] = jnp.where(pad_nodes[:, None], 1e6, pred["forces"])
     pred2["energy"] = jnp.where(np.asarray(glob.graph_mask), pred["energy"], -1e6)

@@ -9,6 +9,7 @@ import pytest
 from mfjax.data.batching import pad_graph, structures_to_graph
 from mfjax.data.structures import Structure
 from mfjax.training.metrics import METRIC_KEYS, MetricAccumulator, format_table, mean_metric, metric_sums
+from mfjax.data.graph import num_graphs
 
 FIDS = ("lo", "hi")
 INDEX = {f: i for i, f in enumerate(FIDS)}
@@ -30,7 +31,7 @@ def _structures(seed=0):
 
 def _fake_pred(structures, graph, offset):
     """Predictions = labels + known errors: energy error = offset * n_atoms, force error = offset."""
-    e = np.zeros(graph.num_graphs)
+    e = np.zeros(num_graphs(graph))
     e[: len(structures)] = [s.energy + offset * s.num_atoms for s in structures]
     f = np.asarray(graph.nodes.forces) + offset
     st = np.asarray(graph.globals.stress) + offset

@@ -47,7 +47,7 @@ def test_nonfinite_step_is_skipped(synthetic):
     s = setup_run(cfg, model_builder=toy_builder)
     state = put_replicated(s.initial_state(), s.mesh)
     step = next(iterate_steps(s.batchers["train"], 0, s.n_devices, None))
-    bad = step.batch.replace(globals=step.batch.globals.replace(energy=np.full_like(step.batch.globals.energy, np.nan)))
+    bad = step.batch._replace(globals=step.batch.globals.replace(energy=np.full_like(step.batch.globals.energy, np.nan)))
     before = jax.device_get(state)
     after, logs = s.train_step(state, jax.device_put(bad, jax.sharding.NamedSharding(s.mesh, jax.sharding.PartitionSpec("data"))))
     assert not bool(logs["finite"])

@@ -13,7 +13,7 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from mfjax.data.graph import EdgeFeatures, Graph, GraphFeatures, NodeFeatures
+from mfjax.data.graph import EdgeFeatures, Graph, GraphFeatures, NodeFeatures, num_edges, num_graphs, num_nodes
 from mfjax.data.neighbors import neighbor_list
 from mfjax.data.structures import Structure
 from mfjax.errors import DataError
@@ -84,7 +84,7 @@ def pad_graph(graph: Graph, n_node: int, n_edge: int, n_graph: int) -> Graph:
     graph holds every padding node and edge; the rest are empty). Padding edges are self-loops
     on the first padding node with zero shift, so their vectors are exactly zero.
     """
-    nn_, ne, ng = graph.num_nodes, graph.num_edges, graph.num_graphs
+    nn_, ne, ng = num_nodes(graph), num_edges(graph), num_graphs(graph)
     if n_node <= nn_ or n_edge < ne or n_graph <= ng:
         raise ValueError(
             f"padding budget (nodes={n_node}, edges={n_edge}, graphs={n_graph}) too small for "

@@ -1,8 +1,9 @@
 """The one immutable graph pytree that every part of mfjax passes around.
 
-Field names follow ``jraph.GraphsTuple`` (nodes, edges, senders, receivers, n_node, n_edge,
-globals) so jraph utilities apply, but the feature containers are typed flax dataclasses with
-shape-documented fields.
+A batch is a ``jraph.GraphsTuple`` (nodes, edges, senders, receivers, n_node, n_edge, globals), so
+jraph utilities and user code that speak jraph work on it; its feature containers are typed flax
+dataclasses with shape-documented fields, and the helpers (sizes, masks, edge vectors) are plain
+functions of the graph.
 
 Conventions
 -----------
@@ -22,6 +23,7 @@ from __future__ import annotations
 import flax.struct
 import jax
 import jax.numpy as jnp
+import jraph
 
 Array = jax.Array
 
@@ -79,70 +81,75 @@ class GraphFeatures:
     graph_mask: Array
 
 
-@flax.struct.dataclass
-class Graph:
-    """A batch of atomic structures as one graph (see module docstring for conventions)."""
+#: The batch graph: a ``jraph.GraphsTuple`` whose ``nodes`` / ``edges`` / ``globals`` hold the typed
+#: feature pytrees above; senders [E] int32 (neighbour j), receivers [E] int32 (centre i),
+#: n_node [G] int32, n_edge [G] int32. jraph utilities (``jraph.segment_sum``,
+#: ``jraph.get_graph_padding_mask``, ...) apply; the helpers below are plain functions of it.
+Graph = jraph.GraphsTuple
 
-    nodes: NodeFeatures
-    edges: EdgeFeatures
-    senders: Array  # [E] int32, index of the neighbour atom j
-    receivers: Array  # [E] int32, index of the centre atom i
-    n_node: Array  # [G] int32
-    n_edge: Array  # [G] int32
-    globals: GraphFeatures
 
-    # ---- sizes -------------------------------------------------------------------------------
-    @property
-    def num_nodes(self) -> int:
-        return self.nodes.species.shape[0]
+# ---- sizes -----------------------------------------------------------------------------------
+def num_nodes(graph: Graph) -> int:
+    """N, padding included."""
+    return graph.nodes.species.shape[0]
 
-    @property
-    def num_edges(self) -> int:
-        return self.senders.shape[0]
 
-    @property
-    def num_graphs(self) -> int:
-        return self.n_node.shape[0]
+def num_edges(graph: Graph) -> int:
+    """E, padding included."""
+    return graph.senders.shape[0]
 
-    # ---- index maps --------------------------------------------------------------------------
-    def node_graph_index(self) -> Array:
-        """[N] int32: the graph each node belongs to."""
-        return jnp.repeat(
-            jnp.arange(self.num_graphs), self.n_node, total_repeat_length=self.num_nodes
-        )
 
-    def edge_graph_index(self) -> Array:
-        """[E] int32: the graph each edge belongs to."""
-        return jnp.repeat(
-            jnp.arange(self.num_graphs), self.n_edge, total_repeat_length=self.num_edges
-        )
+def num_graphs(graph: Graph) -> int:
+    """G, padding graphs included."""
+    return graph.n_node.shape[0]
 
-    def node_mask(self) -> Array:
-        """[N] bool: True on real atoms."""
-        return self.globals.graph_mask[self.node_graph_index()]
 
-    def edge_mask(self) -> Array:
-        """[E] bool: True on real edges."""
-        return self.globals.graph_mask[self.edge_graph_index()]
+# ---- index maps and masks --------------------------------------------------------------------
+def node_graph_index(graph: Graph) -> Array:
+    """[N] int32: the graph each node belongs to."""
+    return jnp.repeat(jnp.arange(num_graphs(graph)), graph.n_node, total_repeat_length=num_nodes(graph))
 
-    # ---- geometry ----------------------------------------------------------------------------
-    def edge_vectors(self, positions: Array | None = None, strain: Array | None = None) -> Array:
-        """[E, 3] edge vectors r_ij = R_j - R_i + shift @ cell, optionally strained.
 
-        positions: [N, 3] overrides ``nodes.positions`` (so forces can be taken w.r.t. it).
-        strain: [G, 3, 3] symmetric or general displacement gradient; applied as r -> r (I + strain),
-            i.e. to the cell and positions together, which is what the stress derivative needs.
-        """
-        pos = self.nodes.positions if positions is None else positions
-        edge_graph = self.edge_graph_index()
-        cell = self.globals.cell[edge_graph]  # [E, 3, 3]
-        offsets = jnp.einsum("ei,eij->ej", self.edges.shifts.astype(pos.dtype), cell.astype(pos.dtype))
-        vectors = pos[self.senders] - pos[self.receivers] + offsets
-        if strain is not None:
-            eye = jnp.eye(3, dtype=vectors.dtype)
-            vectors = jnp.einsum("ei,eij->ej", vectors, eye + strain[edge_graph].astype(vectors.dtype))
-        return vectors
+def edge_graph_index(graph: Graph) -> Array:
+    """[E] int32: the graph each edge belongs to."""
+    return jnp.repeat(jnp.arange(num_graphs(graph)), graph.n_edge, total_repeat_length=num_edges(graph))
 
-    def volume(self) -> Array:
-        """[G] |det(cell)|, Å^3 (0 for molecules)."""
-        return jnp.abs(jnp.linalg.det(self.globals.cell))
+
+def node_mask(graph: Graph) -> Array:
+    """[N] bool: True on real atoms."""
+    return graph.globals.graph_mask[node_graph_index(graph)]
+
+
+def edge_mask(graph: Graph) -> Array:
+    """[E] bool: True on real edges."""
+    return graph.globals.graph_mask[edge_graph_index(graph)]
+
+
+# ---- geometry --------------------------------------------------------------------------------
+def edge_vectors(graph: Graph, positions: Array | None = None, strain: Array | None = None) -> Array:
+    """[E, 3] edge vectors r_ij = R_j - R_i + shift @ cell, optionally strained.
+
+    positions: [N, 3] overrides ``nodes.positions`` (so forces can be taken w.r.t. it).
+    strain: [G, 3, 3] symmetric or general displacement gradient; applied as r -> r (I + strain),
+        i.e. to the cell and positions together, which is what the stress derivative needs.
+    """
+    pos = graph.nodes.positions if positions is None else positions
+    edge_graph = edge_graph_index(graph)
+    cell = graph.globals.cell[edge_graph]  # [E, 3, 3]
+    offsets = jnp.einsum("ei,eij->ej", graph.edges.shifts.astype(pos.dtype), cell.astype(pos.dtype))
+    vectors = pos[graph.senders] - pos[graph.receivers] + offsets
+    if strain is not None:
+        eye = jnp.eye(3, dtype=vectors.dtype)
+        vectors = jnp.einsum("ei,eij->ej", vectors, eye + strain[edge_graph].astype(vectors.dtype))
+    return vectors
+
+
+def volume(graph: Graph) -> Array:
+    """[G] |det(cell)|, Å^3 (0 for molecules)."""
+    return jnp.abs(jnp.linalg.det(graph.globals.cell))
+
+
+def with_fidelity(graph: Graph, index: int) -> Graph:
+    """``graph`` with every structure at fidelity ``index``."""
+    glob = graph.globals
+    return graph._replace(globals=glob.replace(fidelity=jnp.full_like(glob.fidelity, index)))

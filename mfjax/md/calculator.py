@@ -20,6 +20,7 @@ from mfjax.data.batching import pad_graph, structures_to_graph
 from mfjax.data.structures import structure_from_atoms
 from mfjax.errors import ConfigError
 from mfjax.physics import predict
+from mfjax.data.graph import num_edges, num_nodes
 
 
 class MfjaxCalculator(Calculator):
@@ -90,7 +91,7 @@ class MfjaxCalculator(Calculator):
             raise ConfigError(f"atomic numbers {unknown} are not known to this model (species {sorted(self._known)})")
         structure = structure_from_atoms(atoms, self.fidelity)
         graph = structures_to_graph([structure], self.model.cutoff, self._fidelity_map)
-        n_node, n_edge = self._grow(graph.num_nodes, graph.num_edges)
+        n_node, n_edge = self._grow(num_nodes(graph), num_edges(graph))
         graph = pad_graph(graph, n_node, n_edge, 2)
         dtype = self._dtype
         graph = jax.tree.map(

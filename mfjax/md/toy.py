@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mfjax.data.graph import Graph
+from mfjax.data.graph import Graph, node_graph_index, node_mask, num_edges, num_nodes
 from mfjax.errors import FidelityError
 
 
@@ -65,7 +65,7 @@ def lennard_jones_apply(cutoff: float, smooth: bool = True) -> Callable[[Any, Gr
 
     def apply_fn(variables, graph: Graph, edge_vectors: jax.Array) -> jax.Array:
         params = variables["params"]
-        node_graph = graph.node_graph_index()
+        node_graph = node_graph_index(graph)
         eps_node = params["epsilon"][graph.globals.fidelity[node_graph]]  # [N]
         sigma = params["sigma"]
         r2 = jnp.sum(edge_vectors**2, axis=-1)  # [E]
@@ -82,8 +82,8 @@ def lennard_jones_apply(cutoff: float, smooth: bool = True) -> Callable[[Any, Gr
             dphi_rc = jax.grad(phi)(rc)
             pair = pair - (r - rc) * dphi_rc
         pair = jnp.where(live, pair, 0.0)
-        atomic = 0.5 * jax.ops.segment_sum(pair, graph.receivers, num_segments=graph.num_nodes)
-        return jnp.where(graph.node_mask(), eps_node * atomic, 0.0)
+        atomic = 0.5 * jax.ops.segment_sum(pair, graph.receivers, num_segments=num_nodes(graph))
+        return jnp.where(node_mask(graph), eps_node * atomic, 0.0)
 
     return apply_fn
 
@@ -136,7 +136,7 @@ def random_potential_model(
     atoms = ase.build.molecule("CH4")
     atoms.numbers[:] = species[0]
     graph = structures_to_graph([structure_from_atoms(atoms, fidelities[0])], cutoff, {fidelities[0]: 0})
-    graph = jax.tree.map(jnp.asarray, pad_graph(graph, graph.num_nodes + 1, graph.num_edges, 2))
+    graph = jax.tree.map(jnp.asarray, pad_graph(graph, num_nodes(graph) + 1, num_edges(graph), 2))
     e0 = -np.ones((len(fidelities), len(species)))
     variables = init_variables(module, jax.random.PRNGKey(seed), graph, e0=e0, scale=scale)
     return StandInModel(module.apply, variables, tuple(species), tuple(fidelities), float(cutoff),

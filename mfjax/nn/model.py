@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mfjax.data.graph import Graph
+from mfjax.data.graph import Graph, edge_vectors, node_graph_index, node_mask, num_edges, num_nodes
 from mfjax.nn.config import ModelConfig
 from mfjax.nn.layers import InteractionBlock, Readout, SpeciesEmbedding
 from mfjax.nn.radial import EdgeEmbedding, sh_irreps
@@ -77,12 +77,12 @@ class Potential(nn.Module):
     def __call__(self, graph: Graph, edge_vectors: Array) -> Array:
         cfg = self.config
         n_species, n_fid = len(self.species), len(self.fidelities)
-        num_nodes, num_edges = graph.num_nodes, graph.num_edges
-        assert edge_vectors.shape == (num_edges, 3), edge_vectors.shape
+        n_nodes, n_edges = num_nodes(graph), num_edges(graph)
+        assert edge_vectors.shape == (n_edges, 3), edge_vectors.shape
         dtype = edge_vectors.dtype
 
         species_index = jnp.asarray(species_table(self.species))[graph.nodes.species]
-        node_fidelity = graph.globals.fidelity[graph.node_graph_index()]
+        node_fidelity = graph.globals.fidelity[node_graph_index(graph)]
         fid_onehot = None
         if cfg.fidelity_mode == "conditioning" and n_fid > 1:
             fid_onehot = jax.nn.one_hot(node_fidelity, n_fid, dtype=dtype)
@@ -114,8 +114,8 @@ class Potential(nn.Module):
         ).value
         scale = self.variable("constants", "scale", lambda: jnp.ones((), dtype)).value
         energies = scale * e + e0[node_fidelity, species_index]
-        energies = jnp.where(graph.node_mask(), energies, 0.0)
-        assert energies.shape == (num_nodes,), energies.shape
+        energies = jnp.where(node_mask(graph), energies, 0.0)
+        assert energies.shape == (n_nodes,), energies.shape
         return energies
 
 
@@ -132,7 +132,7 @@ def init_variables(
     (their 1/sqrt(fan_in) normalisation is applied in the forward pass), and the Bessel
     frequencies are n pi / r_c. An unknown parameter name is an error, not a silent guess.
     """
-    vectors = graph.edge_vectors()
+    vectors = edge_vectors(graph)
     shapes = jax.eval_shape(module.init, rng, graph, vectors)["params"]
     seed = np.asarray(jax.random.key_data(rng)).astype(np.uint32).ravel()
     host_rng = np.random.default_rng(seed)

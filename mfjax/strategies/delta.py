@@ -38,7 +38,7 @@ __all__ = ["DeltaPair", "DeltaModel", "delta_structures", "export_delta", "run"]
 def _with_fidelity_index(graph, index: int):
     """``graph`` with every structure at fidelity ``index`` (the sub-model's own index)."""
     glob = graph.globals
-    return graph.replace(globals=glob.replace(fidelity=jnp.full_like(glob.fidelity, index)))
+    return graph._replace(globals=glob.replace(fidelity=jnp.full_like(glob.fidelity, index)))
 
 
 def sum_apply(base_apply: Callable, delta_apply: Callable, base_index: int, delta_index: int) -> Callable:

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mfjax.data.graph import Graph
+from mfjax.data.graph import Graph, node_graph_index
 
 KBAR_PER_EV_A3 = 1602.1766208
 GPA_PER_EV_A3 = 160.21766208
@@ -80,7 +80,7 @@ def voigt(tensor: Array) -> Array:
 
 def graph_fidelity_and_masks(graph: Graph) -> tuple[Array, Array, Array]:
     """(fidelity [G], node_graph [N], real-node mask [N])."""
-    node_graph = graph.node_graph_index()
+    node_graph = node_graph_index(graph)
     return graph.globals.fidelity, node_graph, graph.globals.graph_mask[node_graph]
 
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mfjax.data.graph import Graph
+from mfjax.data.graph import Graph, node_graph_index
 from mfjax.training.loss import GPA_PER_EV_A3, voigt
 
 METRIC_KEYS = (
@@ -32,7 +32,7 @@ def metric_sums(pred: Mapping[str, jax.Array], graph: Graph, n_fidelities: int) 
     """[n_fid] sums of absolute/squared errors and label counts of one padded graph."""
     glob = graph.globals
     fid = glob.fidelity
-    node_graph = graph.node_graph_index()
+    node_graph = node_graph_index(graph)
     dtype = pred["energy"].dtype
     seg = lambda x, ids: jax.ops.segment_sum(x, ids, num_segments=n_fidelities)  # noqa: E731
     real = glob.graph_mask.astype(dtype)

@@ -65,7 +65,7 @@ def stack_graphs(graphs: Sequence[Graph]) -> Graph:
 def blank_graph(graph: Graph) -> Graph:
     """A copy of ``graph`` where every structure is padding (fills the last incomplete step)."""
     glob = graph.globals
-    return graph.replace(
+    return graph._replace(
         nodes=graph.nodes.replace(forces_mask=np.zeros_like(np.asarray(graph.nodes.forces_mask))),
         globals=glob.replace(
             graph_mask=np.zeros_like(np.asarray(glob.graph_mask)),

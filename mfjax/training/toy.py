@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mfjax.data.graph import Graph
+from mfjax.data.graph import Graph, edge_vectors, node_graph_index, node_mask, num_graphs, num_nodes, volume
 
 
 class ToyPotential:
@@ -39,7 +39,7 @@ class ToyPotential:
         p, c = variables["params"], variables["constants"]
         dtype = edge_vectors.dtype
         sidx = jnp.asarray(self.index_of_z)[graph.nodes.species]
-        node_graph = graph.node_graph_index()
+        node_graph = node_graph_index(graph)
         fid = graph.globals.fidelity[node_graph]
         r2 = jnp.sum(edge_vectors**2, -1)
         real = r2 > 1e-12
@@ -48,26 +48,26 @@ class ToyPotential:
         recv = graph.receivers
         x = jnp.exp(-p["range"][fid[recv]] * (r - p["r0"][sidx[recv]]))
         pair = p["depth"][fid[recv], sidx[recv]] * (x**2 - 2.0 * x) * env
-        e = 0.5 * jax.ops.segment_sum(pair.astype(dtype), recv, num_segments=graph.num_nodes)
+        e = 0.5 * jax.ops.segment_sum(pair.astype(dtype), recv, num_segments=num_nodes(graph))
         e = c["scale"].astype(dtype) * e + c["e0"].astype(dtype)[fid, sidx]
-        return jnp.where(graph.node_mask(), e, 0.0)
+        return jnp.where(node_mask(graph), e, 0.0)
 
 
 def toy_predict(apply_fn, variables, graph: Graph, *, compute_stress: bool = True) -> dict:
     """Energy [G], forces [N, 3], stress [G, 3, 3] (ASE sign) by one ``jax.grad`` (physics stand-in)."""
     pos = graph.nodes.positions
-    strain = jnp.zeros((graph.num_graphs, 3, 3), pos.dtype)
+    strain = jnp.zeros((num_graphs(graph), 3, 3), pos.dtype)
 
     def total(pos, strain):
-        vectors = graph.edge_vectors(positions=pos, strain=strain)
+        vectors = edge_vectors(graph, positions=pos, strain=strain)
         atomic = apply_fn(variables, graph, vectors)
-        energy = jax.ops.segment_sum(atomic, graph.node_graph_index(), num_segments=graph.num_graphs)
+        energy = jax.ops.segment_sum(atomic, node_graph_index(graph), num_segments=num_graphs(graph))
         return energy.sum(), energy
 
     (_, energy), (g_pos, g_strain) = jax.value_and_grad(total, argnums=(0, 1), has_aux=True)(pos, strain)
     out = {"energy": energy, "forces": -g_pos}
     if compute_stress:
-        vol = graph.volume()
+        vol = volume(graph)
         out["stress"] = jnp.where(vol[:, None, None] > 0, g_strain / jnp.where(vol > 0, vol, 1.0)[:, None, None], 0.0)
     return out
 
