@@ -1,18 +1,23 @@
-"""``mfjax template``: print a complete commented config."""
+"""``mfjax template [train|md]``: print a complete commented config (training or MD)."""
 
 from __future__ import annotations
 
 import argparse
 
+from mfjax.config import config_template
+from mfjax.md.config import md_config_template
+
+TEMPLATES = {"train": config_template, "md": md_config_template}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("kind", nargs="?", default="train", choices=list(TEMPLATES),
+                        help="which config: train (mfjax train, the default) or md (mfjax md --config)")
     parser.add_argument("--output", "-o", default=None, metavar="FILE", help="write to FILE instead of stdout")
 
 
 def run(args: argparse.Namespace) -> int:
-    from mfjax.config import config_template
-
-    text = config_template()
+    text = TEMPLATES[args.kind]()
     if args.output:
         with open(args.output, "w") as handle:
             handle.write(text)

@@ -1,0 +1,183 @@
+"""MD as a library: ``run_md(model, atoms, MDConfig(...)) -> MDResult``.
+
+``run_md`` checks the model against the structure (fidelity, elements), writes the trajectory
+(extxyz or ASE .traj) and the log (time fs, T K, E_pot eV, E_tot eV, pressure GPa) every
+``cfg.interval`` steps, judges stability at each saved frame (non-finite energy, atoms too close,
+temperature blow-up, NVE energy drift) and fits a diffusion coefficient when ``cfg.msd_species``
+is set. The engines (jax-md or ASE) live in :mod:`mfjax.md.engines`.
+
+``model`` is any object with ``species``, ``fidelities``, ``fidelity_index(name)``,
+``calculator(fidelity=...)`` and what the jax-md energy function needs (``mfjax.load_model`` gives one).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ase
+import jax
+import numpy as np
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.data import chemical_symbols
+from ase.io import Trajectory, write
+
+from mfjax.errors import ConfigError
+from mfjax.md.analysis import Diffusion, StabilityCriteria, check_frame, diffusion_from_trajectory
+from mfjax.md.config import MDConfig
+from mfjax.md.engines import run_ase, run_jaxmd
+from mfjax.md.units import ns_per_day
+
+__all__ = ["MDResult", "Record", "Reporter", "check_species", "run_md"]
+
+MIN_FRAMES_FOR_DIFFUSION = 5  # the Einstein fit skips the first 20% of the lags
+
+
+def print_progress(line: str) -> None:
+    """The default ``progress``: print and flush (long runs show each frame at once)."""
+    print(line, flush=True)
+
+
+@dataclass
+class Record:
+    """Saved frames and the stability verdict of a run (filled in by :class:`Reporter`)."""
+
+    frames: list[ase.Atoms] = field(default_factory=list)  # with energy (SinglePointCalculator) and velocities
+    failure: str | None = None
+    failure_time_fs: float | None = None
+    failure_step: int | None = None
+
+
+@dataclass(frozen=True)
+class MDResult:
+    """What :func:`run_md` returns.
+
+    frames: the saved frames (every ``interval`` steps, the initial one first); failure: why the run
+    was stopped (None = stable for all steps); wall_s: seconds incl. compilation; steps_done: steps
+    integrated until the end or the failed frame; diffusion: the Einstein fit of ``msd_species`` (None
+    when not asked for or fewer than 5 frames).
+    """
+
+    frames: list[ase.Atoms]
+    failure: str | None
+    failure_time_fs: float | None
+    wall_s: float
+    steps_done: int
+    ns_per_day: float
+    diffusion: Diffusion | None = None
+
+    @property
+    def stable(self) -> bool:
+        return self.failure is None
+
+
+class Reporter:
+    """Writes trajectory + log, emits progress lines and checks stability for each saved frame.
+
+    Engines call ``reporter(atoms, step, e_pot, e_kin, temperature, pressure, min_distance)`` and stop
+    when it returns a reason. ``progress`` receives one line per frame unless ``cfg.quiet``.
+    """
+
+    def __init__(self, cfg: MDConfig, n_atoms: int, progress: Callable[[str], None] | None = print_progress):
+        self.cfg, self.n_atoms, self.record = cfg, n_atoms, Record()
+        self.progress = None if cfg.quiet else progress
+        self.criteria = StabilityCriteria(cfg.min_distance, cfg.max_temperature_factor, None, cfg.max_drift)
+        self.e_tot0: float | None = None
+        self.t0 = time.perf_counter()
+        self.log = open(cfg.log, "w") if cfg.log else None
+        if self.log:
+            self.log.write(f"# mfjax md {cfg.ensemble} T={cfg.temperature} K dt={cfg.timestep} fs "
+                           f"fidelity={cfg.fidelity}\n")
+            self.log.write("# time_fs temperature_K e_pot_eV e_tot_eV pressure_GPa\n")
+        self.traj = None
+        if cfg.traj and Path(cfg.traj).suffix == ".traj":
+            self.traj = Trajectory(cfg.traj, "w")
+        elif cfg.traj:
+            Path(cfg.traj).write_text("")
+
+    def __call__(self, atoms: ase.Atoms, step: int, e_pot: float, e_kin: float, temperature: float,
+                 pressure: float, min_distance: float) -> str | None:
+        cfg = self.cfg
+        e_tot = e_pot + e_kin
+        t_fs = step * cfg.timestep
+        snapshot = atoms.copy()
+        snapshot.calc = SinglePointCalculator(snapshot, energy=e_pot)
+        self.record.frames.append(snapshot)
+        if self.traj is not None:
+            self.traj.write(snapshot)
+        elif cfg.traj:
+            write(cfg.traj, snapshot, format="extxyz", append=True)
+        if self.log:
+            self.log.write(f"{t_fs:.3f} {temperature:.3f} {e_pot:.6f} {e_tot:.6f} {pressure:.6f}\n")
+            self.log.flush()
+        if self.e_tot0 is None:
+            self.e_tot0 = e_tot
+        if self.progress is not None:
+            rate = ns_per_day(step, cfg.timestep, time.perf_counter() - self.t0) if step else 0.0
+            self.progress(f"step {step:>8d}  t {t_fs:10.1f} fs  T {temperature:8.1f} K  E_pot {e_pot:14.6f}  "
+                          f"E_tot {e_tot:14.6f}  P {pressure:9.4f} GPa  {rate:8.3f} ns/day")
+        reason = check_frame(
+            e_pot, e_tot, temperature, min_distance, bool(np.all(np.isfinite(atoms.positions))),
+            e_tot0=self.e_tot0, target_temperature=cfg.temperature, n_atoms=self.n_atoms,
+            nve=cfg.ensemble == "nve", criteria=self.criteria,
+        )
+        if reason:
+            self.record.failure, self.record.failure_time_fs, self.record.failure_step = reason, t_fs, step
+        return reason
+
+    def close(self) -> None:
+        if self.log:
+            self.log.close()
+        if self.traj is not None:
+            self.traj.close()
+
+
+def _formula(atoms: ase.Atoms, name: str | None) -> str:
+    return f"{name} ({atoms.get_chemical_formula()})" if name else atoms.get_chemical_formula()
+
+
+def check_species(model, atoms: ase.Atoms, name: str | None = None) -> None:
+    """ConfigError naming the structure and its elements that ``model`` does not know."""
+    unknown = sorted({int(z) for z in atoms.numbers} - {int(z) for z in model.species})
+    if unknown:
+        symbols = ", ".join(f"{chemical_symbols[z]} (Z={z})" for z in unknown)
+        known = ", ".join(chemical_symbols[int(z)] for z in sorted(model.species))
+        raise ConfigError(f"structure {_formula(atoms, name)}: element(s) {symbols} not known to this model "
+                          f"(it knows {known})")
+
+
+def run_md(model, atoms: ase.Atoms, cfg: MDConfig, *, name: str | None = None,
+           progress: Callable[[str], None] | None = print_progress) -> MDResult:
+    """Run MD of ``atoms`` (not modified) with ``model`` as ``cfg`` says.
+
+    name: how errors refer to the structure (e.g. its file); progress: receives the per-frame lines
+    (None or ``cfg.quiet`` = silent). Raises ConfigError / FidelityError before any step when the
+    config, the fidelity, the elements or the precision do not fit.
+    """
+    cfg.validate()
+    model.fidelity_index(cfg.fidelity)  # FidelityError lists the names
+    check_species(model, atoms, name)
+    if cfg.msd_species is not None and cfg.msd_species not in atoms.get_chemical_symbols():
+        raise ConfigError(f"md.msd_species: no {cfg.msd_species} atoms in structure {_formula(atoms, name)}")
+    if cfg.precision == "float64" and not jax.config.jax_enable_x64:
+        raise ConfigError("md.precision float64 needs 64-bit JAX: set JAX_ENABLE_X64=1 or call "
+                          "jax.config.update('jax_enable_x64', True) at the start of the program")
+    engine = run_jaxmd if cfg.engine == "jaxmd" else run_ase
+    reporter = Reporter(cfg, len(atoms), progress)
+    start = time.perf_counter()
+    try:
+        engine(model, atoms, cfg, reporter)
+    finally:
+        reporter.close()
+    wall = time.perf_counter() - start
+    record = reporter.record
+    steps_done = cfg.steps if record.failure_step is None else record.failure_step
+    diffusion = None
+    if cfg.msd_species and len(record.frames) >= MIN_FRAMES_FOR_DIFFUSION:
+        _, _, diffusion = diffusion_from_trajectory(record.frames, cfg.msd_species, cfg.timestep * cfg.interval)
+    return MDResult(
+        frames=record.frames, failure=record.failure, failure_time_fs=record.failure_time_fs, wall_s=wall,
+        steps_done=steps_done, ns_per_day=ns_per_day(steps_done, cfg.timestep, wall), diffusion=diffusion,
+    )
