@@ -11,10 +11,14 @@ from ase import Atoms
 from ase.build import bulk
 from ase.calculators.calculator import PropertyNotImplementedError
 
+from mfjax.errors import DataError
+
 pytest.importorskip("pyscf")
 
-from mfjax.label import Settings, compute, label_file, label_frames, parse_level  # noqa: E402
+from mfjax.data.report import DataWarning  # noqa: E402
+from mfjax.label import LevelError, Settings, compute, label_file, label_frames, parse_level, read_output  # noqa: E402
 from mfjax.label.cli import main as label_main  # noqa: E402
+from mfjax.label.runner import labelled_atoms, one_line  # noqa: E402
 from mfjax.label.sampling import bond_graph, strained_cells  # noqa: E402
 
 LEVEL = parse_level("pbe/sto-3g")
@@ -114,9 +118,64 @@ def test_failed_calculation_is_recorded(tmp_path: Path) -> None:
     slab.cell = [5, 5, 5]
     summary = label_frames([slab], [LEVEL], out, progress=False)
     assert summary.n_failed == 1
+    assert (summary.n_done, summary.n_unconverged, summary.n_written) == (0, 0, 1)  # failed is not labelled
+    assert summary.first_error is not None and "partially periodic" in summary.first_error
     (frame,) = ase.io.read(out, ":")
     assert frame.info["scf_converged"] is False and "partially periodic" in frame.info["label_error"]
     assert frame.calc is None
+
+
+def test_label_error_is_one_readable_line(tmp_path: Path) -> None:
+    message = 'RuntimeError: basis "x" failed\n  second line\twith tab \\ and backslash'
+    assert one_line(message) == "RuntimeError: basis 'x' failed second line with tab / and backslash"
+    out = tmp_path / "err.extxyz"
+    frames = [labelled_atoms(water(), LEVEL, "pbe", None, message),
+              labelled_atoms(water(0.1), LEVEL, "pbe", None, "x" * 1000)]
+    ase.io.write(out, frames, format="extxyz")
+    back = ase.io.read(out, ":")  # a newline in the comment line would break the file
+    assert back[0].info["label_error"] == one_line(message)
+    assert len(back[1].info["label_error"]) <= 400 and len(out.read_text().splitlines()) == 2 * 5
+
+
+def test_unknown_basis_stops_before_any_calculation(water_file: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "never.extxyz"
+    with pytest.raises(LevelError, match=r"unknown basis 'def2-svpx'"):
+        label_frames([water()], [LEVEL, parse_level("pbe/def2-svpx")], out, fidelities=["a", "b"], progress=False)
+    assert not out.exists()
+    rc = label_main([str(water_file), "--level", "pbe/def2-svpx", "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and not out.exists()
+    assert len(err.strip().splitlines()) == 1 and "def2-svpx" in err and "water.xyz" in err
+    with pytest.raises(LevelError, match=r"one distinct fidelity name per level"):
+        label_frames([water()], [LEVEL, LEVEL], out, progress=False)
+    cell = bulk("Si", "diamond", a=5.43)
+    with pytest.raises(LevelError, match=r"pseudopotential 'gth-nope'"):
+        label_frames([water(), cell], [parse_level("pbe/gth-szv")], out, settings=Settings(pseudo="gth-nope"),
+                     progress=False)
+
+
+def test_truncated_output_is_repaired_on_rerun(water_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.extxyz"
+    label_file(water_file, [LEVEL], out, progress=False)
+    full = out.read_text()
+    first = full[: full.index("\n3\n") + 1]  # the text of frame 0
+    energies = {str(a.info["structure_id"]): a.get_potential_energy() for a in ase.io.read(out, ":")}
+    for cut in (len(full) - 1, len(full) - 30, len(first) + 2, len(first) + 40):  # killed mid-write
+        out.write_text(full[:cut])
+        with pytest.warns(DataWarning, match=r"dropped 1 incomplete frame\(s\).*kept 1"):
+            frames = read_output(out)
+        assert len(frames) == 1 and out.read_text() == first  # rewritten: complete frames, byte for byte
+    out.write_text(full[: len(full) - 30])
+    with pytest.warns(DataWarning, match="dropped 1"):
+        again = label_file(water_file, [LEVEL], out, progress=False)
+    assert (again.n_done, again.n_skipped) == (1, 1)
+    redone = {str(a.info["structure_id"]): a.get_potential_energy() for a in ase.io.read(out, ":")}
+    assert redone.keys() == energies.keys()
+    assert all(abs(redone[k] - energies[k]) < 1e-6 for k in energies)
+    foreign = tmp_path / "foreign.extxyz"
+    ase.io.write(foreign, water(), format="extxyz")
+    with pytest.raises(DataError, match=r"frame 0, field 'structure_id'"):
+        label_file(water_file, [LEVEL], foreign, progress=False)
 
 
 def test_parallel_workers(water_file: Path, tmp_path: Path) -> None:
@@ -140,6 +199,17 @@ def test_cli(water_file: Path, tmp_path: Path) -> None:
     bad = [str(water_file), "--level", "pbe/sto-3g", "--out", str(tmp_path / "b.extxyz"),
            "--max-cycle", "1", "--index", "1", "--no-progress"]
     assert label_main(bad) == 1  # unconverged frame kept, reported by the exit status
+
+
+def test_cli_summary_counts_a_failed_frame_once(tmp_path: Path, capsys) -> None:
+    slab = water()
+    slab.pbc, slab.cell = [True, True, False], [5, 5, 5]
+    path = tmp_path / "slab.xyz"
+    ase.io.write(path, [slab], format="extxyz")
+    assert label_main([str(path), "--level", "pbe/sto-3g", "--out", str(tmp_path / "o.extxyz"), "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    assert "0 labelled, 0 already done, 0 unconverged, 1 failed" in out
+    assert "first error: ValueError: partially periodic" in out
 
 
 @pytest.mark.slow

@@ -6,8 +6,8 @@
 - ``cli``: the ``mfjax label`` subcommand.
 """
 
-from mfjax.label.levels import Level, Result, Settings, compute, parse_level
-from mfjax.label.runner import Summary, label_file, label_frames
+from mfjax.label.levels import Level, LevelError, Result, Settings, check_level, compute, parse_level
+from mfjax.label.runner import Summary, label_file, label_frames, read_output
 
-__all__ = ["Level", "Result", "Settings", "Summary", "compute", "label_file", "label_frames",
-           "parse_level"]
+__all__ = ["Level", "LevelError", "Result", "Settings", "Summary", "check_level", "compute", "label_file",
+           "label_frames", "parse_level", "read_output"]

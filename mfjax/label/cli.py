@@ -6,8 +6,10 @@
                 [--no-frozen-core] [--no-progress]
 
 Rerunning the same command resumes: frames already in OUT (same structure_id and fidelity) are
-skipped. The exit status is 0 when every frame converged, 1 when some frame was kept unconverged or
-failed (they are in OUT, marked ``scf_converged=False``), 2 on usage errors.
+skipped; an incomplete last frame (a killed run) is dropped with a warning and computed again. The
+levels' basis and pseudopotential names are checked on the first frame before any calculation. The
+exit status is 0 when every frame converged, 1 when some frame was kept unconverged or failed (they
+are in OUT, marked ``scf_converged=False``; the first error is printed), 2 on usage errors (one line).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
+from mfjax.errors import MfjaxError
 from mfjax.label.levels import Settings, parse_level
 
 
@@ -46,15 +50,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # type: ignore[no-untyped-def]
+    print(f"mfjax label: warning: {message}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run ``mfjax label`` with parsed ``args``; returns the exit status."""
+    """Run ``mfjax label`` with parsed ``args``; returns the exit status.
+
+    Bad input (a level, the input file, a foreign output file) raises an ``MfjaxError`` subclass,
+    printed as one line with exit status 2 by ``mfjax.cli``.
+    """
     from mfjax.label.runner import label_file
 
-    try:
-        levels = [parse_level(text) for text in args.level]
-    except ValueError as exc:
-        print(f"mfjax label: {exc}", file=sys.stderr)
-        return 2
+    levels = [parse_level(text) for text in args.level]
     if args.fidelity is not None and len(args.fidelity) != len(levels):
         print("mfjax label: give one --fidelity per --level", file=sys.stderr)
         return 2
@@ -62,12 +70,16 @@ def run(args: argparse.Namespace) -> int:
                         density_fit=not args.no_density_fit, frozen_core=not args.no_frozen_core,
                         ke_cutoff=args.ke_cutoff, pseudo=args.pseudo,
                         kmesh=tuple(args.kmesh) if args.kmesh else None)
-    summary = label_file(args.input, levels, args.out, index=args.index, fidelities=args.fidelity,
-                         workers=args.workers, threads_per_worker=args.threads_per_worker,
-                         settings=settings, progress=not args.no_progress)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning  # one line each, no source location
+        summary = label_file(args.input, levels, args.out, index=args.index, fidelities=args.fidelity,
+                             workers=args.workers, threads_per_worker=args.threads_per_worker,
+                             settings=settings, progress=not args.no_progress)
     print(f"{summary.n_done} labelled, {summary.n_skipped} already done, "
           f"{summary.n_unconverged} unconverged, {summary.n_failed} failed "
           f"({summary.total_wall_time_s:.1f} s of calculation) -> {args.out}")
+    if summary.first_error:
+        print(f"first error: {summary.first_error}")
     return 1 if summary.n_unconverged or summary.n_failed else 0
 
 
@@ -75,7 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry point (``python -m mfjax.label.cli``)."""
     parser = argparse.ArgumentParser(prog="mfjax label", description=__doc__.splitlines()[0])
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    try:
+        return run(parser.parse_args(argv))
+    except MfjaxError as exc:
+        print(f"mfjax label: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -28,11 +28,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from typing import Any
 
 import numpy as np
 from ase import Atoms
 from ase.units import Bohr, Hartree
+
+from mfjax.errors import MfjaxError
 
 #: Canonical method names and the aliases accepted on the command line.
 METHOD_ALIASES: dict[str, str] = {
@@ -45,6 +48,10 @@ METHOD_ALIASES: dict[str, str] = {
 DEFAULT_FIDELITY: dict[str, str] = {"pbe": "pbe", "r2scan": "r2scan", "ccsd(t)": "ccsdt"}
 #: pyscf exchange-correlation names of the DFT methods.
 XC_NAMES: dict[str, str] = {"pbe": "pbe", "r2scan": "r2scan"}
+
+
+class LevelError(MfjaxError, ValueError):
+    """A level of theory that cannot be used: malformed, unknown method, basis or pseudopotential."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,9 +76,9 @@ def parse_level(text: str) -> Level:
     """Parse ``METHOD/BASIS`` (case-insensitive), e.g. ``pbe/def2-svp`` or ``CCSD(T)/cc-pVDZ``."""
     method, sep, basis = text.strip().lower().partition("/")
     if not sep or not basis:
-        raise ValueError(f"level {text!r} is not of the form METHOD/BASIS (e.g. pbe/def2-svp)")
+        raise LevelError(f"level {text!r} is not of the form METHOD/BASIS (e.g. pbe/def2-svp)")
     if method not in METHOD_ALIASES:
-        raise ValueError(f"unknown method {method!r} in {text!r}; known: {sorted(METHOD_ALIASES)}")
+        raise LevelError(f"unknown method {method!r} in {text!r}; known: {sorted(METHOD_ALIASES)}")
     return Level(METHOD_ALIASES[method], basis)
 
 
@@ -159,6 +166,54 @@ def _molecular_ccsd_t(atoms: Atoms, level: Level, settings: Settings) -> Result:
     energy = (mf.e_tot + mycc.e_corr + e_t) * Hartree
     converged = bool(mf.converged and mycc.converged)
     return Result(float(energy), None, None, converged, 0.0, {"frozen_core_orbitals": int(frozen)})
+
+
+def check_level(atoms: Atoms, level: Level, settings: Settings | None = None, where: str = "") -> None:
+    """Raise ``LevelError`` unless ``level`` can be set up for ``atoms``; runs no SCF (milliseconds).
+
+    Builds the pyscf ``Mole`` (molecules) or ``Cell`` (periodic; with the pseudopotential) of
+    ``atoms`` with the level's basis, so an unknown basis or pseudopotential name, or a basis without
+    an element of ``atoms``, is found before any worker starts. Charge, spin and unsupported
+    method/system pairs are per-frame problems (recorded in the frame), not checked here.
+    ``where`` names the frame in the message.
+    """
+    settings = settings or Settings()
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    if not pbc.all() and pbc.any():
+        return  # partially periodic: recorded as a failed frame, not a level problem
+    symbols = [(s, tuple(p)) for s, p in zip(atoms.get_chemical_symbols(), atoms.positions)]
+    nelec = int(atoms.get_atomic_numbers().sum())
+    prefix = f"level {level.name}" + (f" ({where})" if where else "")
+    if pbc.all() and level.method not in XC_NAMES:
+        return  # an unsupported method/system pair: recorded per frame (a file may mix both kinds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pyscf suggests basis-set-exchange for unknown names
+        try:
+            if pbc.all():
+                from pyscf.pbc import gto as pbcgto
+
+                cell = pbcgto.Cell()
+                cell.atom, cell.a, cell.unit = symbols, np.asarray(atoms.cell[:]), "Angstrom"
+                cell.basis, cell.pseudo, cell.ke_cutoff = level.basis, settings.pseudo, settings.ke_cutoff
+                cell.spin, cell.verbose = nelec % 2, 0
+                cell.build()
+            else:
+                from pyscf import gto
+
+                gto.M(atom=symbols, basis=level.basis, unit="Angstrom", spin=nelec % 2, verbose=0)
+        except Exception as exc:  # noqa: BLE001 - pyscf raises RuntimeError/KeyError/... for bad names
+            text = " ".join(str(exc).split()) or type(exc).__name__
+            if "pseudo" in text.lower():
+                what = f"unknown pseudopotential {settings.pseudo!r} (--pseudo)"
+            elif "not found for" in text:
+                what = f"basis {level.basis!r} does not cover every element of the frame"
+            elif "basis" in text.lower():
+                what = f"unknown basis {level.basis!r}"
+                if pbc.all():
+                    what += " (periodic cells need a GTH basis, e.g. gth-szv, gth-dzvp)"
+            else:
+                what = f"cannot build the {'cell' if pbc.all() else 'molecule'} with basis {level.basis!r}"
+            raise LevelError(f"{prefix}: {what}: pyscf says: {text}") from None
 
 
 def _kmesh(atoms: Atoms, settings: Settings) -> tuple[int, int, int]:

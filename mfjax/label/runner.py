@@ -14,8 +14,15 @@ stored through a SinglePointCalculator, so ``ase.io.read(path, ':')`` gives them
 zero). A frame whose SCF does not converge is written with ``scf_converged=False`` and no labels at
 all (the last iteration's energy, in eV, goes to ``info['scf_energy_unconverged']`` for inspection, not
 to the calculator, so no consumer mistakes it for a label); a frame whose calculation raises is written
-with ``scf_converged=False``, no labels and the message in ``info['label_error']``. Nothing is dropped
-silently: readers should skip frames with ``scf_converged`` false.
+with ``scf_converged=False``, no labels and the message in ``info['label_error']`` (one line, no double
+quotes, so the file stays readable). Nothing is dropped silently: readers should skip frames with
+``scf_converged`` false.
+
+Before any calculation the levels are checked on the first molecule and the first cell of the input
+(basis and pseudopotential names: ``levels.check_level``), so a typo stops the run with one line
+instead of writing a failed frame per structure. A run killed mid-write leaves at most an incomplete
+last frame; the next run keeps the complete frames, rewrites the file atomically without the rest and
+warns once (``read_output``).
 """
 
 from __future__ import annotations
@@ -25,16 +32,25 @@ import dataclasses
 import io
 import multiprocessing as mp
 import os
+import re
+import shutil
 import signal
 import sys
+import tempfile
+import warnings
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import ase.io
+import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from mfjax.label.levels import Level, Result, Settings, code_version, compute
+from mfjax.data.io import iter_frames
+from mfjax.data.report import DataWarning
+from mfjax.errors import DataError
+from mfjax.label.levels import Level, LevelError, Result, Settings, check_level, code_version, compute
 
 #: info keys written by the labeller (any older values on the input frame are replaced).
 LABEL_KEYS = ("fidelity", "method", "basis", "code", "scf_converged", "wall_time_s", "label_error",
@@ -52,7 +68,8 @@ class Task:
 
 @dataclasses.dataclass
 class Summary:
-    """What ``label_file`` did."""
+    """What ``label_file`` did. Each (frame, level) written this run is counted exactly once, in
+    ``n_done`` (converged: labels written), ``n_unconverged`` or ``n_failed`` (no labels)."""
 
     n_input: int
     n_skipped: int
@@ -60,22 +77,137 @@ class Summary:
     n_unconverged: int
     n_failed: int
     total_wall_time_s: float
+    first_error: str | None = None
+    """``label_error`` of the first failed frame of this run (None: no failure)."""
+
+    @property
+    def n_written(self) -> int:
+        """Frames appended to the output this run (labelled, unconverged or failed)."""
+        return self.n_done + self.n_unconverged + self.n_failed
 
 
-def structure_ids(frames: Sequence[Atoms]) -> list[str]:
+def one_line(text: str, limit: int = 400) -> str:
+    """``text`` as a single extxyz-safe line: whitespace runs (newlines, tabs) become one space,
+    double quotes become single quotes, backslashes slashes; at most ``limit`` characters."""
+    text = " ".join(str(text).replace('"', "'").replace("\\", "/").split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def structure_ids(frames: Sequence[Atoms], source: str | None = None) -> list[str]:
     """``info['structure_id']`` of each frame, defaulting to its index; must be unique."""
     ids = [str(a.info.get("structure_id", i)) for i, a in enumerate(frames)]
-    if len(set(ids)) != len(ids):
-        raise ValueError("input structure_id values are not unique")
+    repeated = [k for k, n in Counter(ids).items() if n > 1]
+    if repeated:
+        raise DataError(f"structure_id value(s) {repeated[:5]} occur more than once; ids must be unique",
+                        source=source, field="structure_id")
     return ids
 
 
-def done_keys(path: Path) -> set[tuple[str, str]]:
-    """``(structure_id, fidelity)`` of every frame already in an output file (empty if absent)."""
+_COUNT_LINE = re.compile(r"^\s*(\d+)\s*$")
+
+
+def _count(line: str) -> int | None:
+    match = _COUNT_LINE.match(line)
+    return int(match.group(1)) if match else None
+
+
+def _parse_block(block: str) -> Atoms | None:
+    try:
+        return ase.io.read(io.StringIO(block), format="extxyz")
+    except Exception:  # noqa: BLE001 - ase raises many types on a damaged frame
+        return None
+
+
+def _complete_frames(text: str) -> tuple[list[tuple[str, Atoms]], int]:
+    """(text and Atoms of every complete frame, number of incomplete frames) of extxyz ``text``.
+
+    A frame is complete when its count line, comment line and every atom line are present, the last
+    one ends with a newline (a cut-off number would otherwise pass as a value) and it parses.
+    After a damaged frame, reading resumes at the next count line that starts a frame.
+    """
+    lines = text.splitlines(keepends=True)
+    frames: list[tuple[str, Atoms]] = []
+    dropped, i = 0, 0
+    while i < len(lines):
+        if not lines[i].strip():
+            i += 1
+            continue
+        n = _count(lines[i])
+        block = lines[i : i + n + 2] if n is not None else []
+        complete = n is not None and len(block) == n + 2 and block[-1].endswith("\n")
+        atoms = _parse_block("".join(block)) if complete else None
+        if atoms is None:
+            dropped += 1
+            i += 1
+            while i < len(lines) and _count(lines[i]) is None:  # resume at the next count line
+                i += 1
+            continue
+        frames.append(("".join(block), atoms))
+        i += n + 2
+    return frames, dropped
+
+
+def read_output(path: str | Path) -> list[Atoms]:
+    """The complete frames of an output file, repairing it in place when a frame is incomplete.
+
+    A labelling run killed while writing can leave a truncated last frame. The complete frames are
+    kept byte for byte, the file is rewritten atomically (temporary file + rename) without the
+    incomplete ones, and one ``DataWarning`` says how many were dropped (they are recomputed).
+    Frames without ``structure_id`` or ``fidelity`` are a ``DataError``: not a labelling output.
+    """
+    path = Path(path)
     if not path.exists() or path.stat().st_size == 0:
-        return set()
-    return {(str(a.info["structure_id"]), str(a.info["fidelity"]))
-            for a in ase.io.read(path, ":", format="extxyz")}
+        return []
+    if not path.is_file():
+        raise DataError("the output path is not a regular file", source=str(path))
+    text = path.read_text(encoding="utf-8", errors="replace")
+    frames, dropped = _complete_frames(text)
+    for k, (_, atoms) in enumerate(frames):
+        for key in ("structure_id", "fidelity"):
+            if key not in atoms.info:
+                raise DataError("missing: this file is not an `mfjax label` output (choose another --out)",
+                                source=str(path), frame=k, field=key)
+    if dropped:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write("".join(block for block, _ in frames))
+                handle.flush()
+                os.fsync(handle.fileno())
+            shutil.copymode(path, tmp)  # mkstemp creates 0600
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        warnings.warn(
+            f"{path}: dropped {dropped} incomplete frame(s) (an interrupted write?), kept {len(frames)} "
+            "complete frame(s); the dropped ones are computed again",
+            DataWarning, stacklevel=2,
+        )
+    return [atoms for _, atoms in frames]
+
+
+def done_keys(path: Path) -> set[tuple[str, str]]:
+    """``(structure_id, fidelity)`` of every complete frame in an output file (empty if absent);
+    repairs a truncated file (``read_output``)."""
+    return {(str(a.info["structure_id"]), str(a.info["fidelity"])) for a in read_output(path)}
+
+
+def check_levels(frames: Sequence[Atoms], levels: Sequence[Level], settings: Settings,
+                 source: str | None = None) -> None:
+    """``check_level`` of every level on the first molecule and the first fully periodic frame."""
+    firsts: dict[str, int] = {}
+    for i, atoms in enumerate(frames):
+        pbc = np.asarray(atoms.pbc, dtype=bool)
+        kind = "cell" if pbc.all() else "molecule" if not pbc.any() else "other"
+        firsts.setdefault(kind, i)
+    firsts.pop("other", None)
+    for i in sorted(firsts.values()):
+        sid = frames[i].info.get("structure_id", i)
+        where = f"{source + ', ' if source else ''}structure_id {str(sid)!r}"
+        for level in levels:
+            check_level(frames[i], level, settings, where)
 
 
 def labelled_atoms(atoms: Atoms, level: Level, fidelity: str, result: Result | None,
@@ -86,7 +218,7 @@ def labelled_atoms(atoms: Atoms, level: Level, fidelity: str, result: Result | N
     out.info.update({"fidelity": fidelity, "method": level.method, "basis": level.basis,
                      "code": code_version()})
     if result is None:
-        out.info.update({"scf_converged": False, "wall_time_s": 0.0, "label_error": error or "?"})
+        out.info.update({"scf_converged": False, "wall_time_s": 0.0, "label_error": one_line(error or "unknown error")})
         return out
     out.info.update({"scf_converged": result.converged, "wall_time_s": round(result.wall_time_s, 3)})
     out.info.update(result.extra)
@@ -146,7 +278,7 @@ def make_tasks(frames: Sequence[Atoms], levels: Sequence[Level], fidelities: Seq
 def label_frames(frames: Sequence[Atoms], levels: Sequence[Level], out_path: str | Path, *,
                  fidelities: Sequence[str] | None = None, workers: int = 1,
                  threads_per_worker: int | None = None, settings: Settings | None = None,
-                 progress: bool = True) -> Summary:
+                 progress: bool = True, source: str | None = None) -> Summary:
     """Label ``frames`` at ``levels``, appending to ``out_path`` (extxyz) and skipping finished frames.
 
     Args:
@@ -158,6 +290,10 @@ def label_frames(frames: Sequence[Atoms], levels: Sequence[Level], out_path: str
         threads_per_worker: OpenMP threads per worker (default: cores // workers, at least 1).
         settings: numerical settings shared by all calculations.
         progress: show a tqdm progress bar with ETA.
+        source: the input file's name, for messages.
+
+    Raises ``LevelError`` (before any calculation, leaving ``out_path`` untouched) when a level's
+    basis or pseudopotential cannot be set up for the first molecule or cell of ``frames``.
     """
     from tqdm import tqdm
 
@@ -165,7 +301,10 @@ def label_frames(frames: Sequence[Atoms], levels: Sequence[Level], out_path: str
     settings = settings or Settings()
     fidelities = list(fidelities) if fidelities is not None else [lv.default_fidelity for lv in levels]
     if len(fidelities) != len(levels) or len(set(fidelities)) != len(fidelities):
-        raise ValueError("need one distinct fidelity name per level")
+        raise LevelError(f"need one distinct fidelity name per level, got {fidelities} for "
+                         f"{[lv.name for lv in levels]}: give --fidelity NAME once per --level")
+    structure_ids(frames, source)  # unique, before anything is written
+    check_levels(frames, levels, settings, source)
     skip = done_keys(out_path)
     tasks = make_tasks(frames, levels, fidelities, skip)
     n_total = len(frames) * len(levels)
@@ -206,12 +345,14 @@ def _consume(results, out_path: Path, summary: Summary, bar) -> None:  # type: i
             handle.write(buffer.getvalue())
             handle.flush()
             os.fsync(handle.fileno())
-        summary.n_done += 1
         summary.total_wall_time_s += float(atoms.info["wall_time_s"])
         if "label_error" in atoms.info:
             summary.n_failed += 1
+            summary.first_error = summary.first_error or str(atoms.info["label_error"])
         elif not atoms.info["scf_converged"]:
             summary.n_unconverged += 1
+        else:
+            summary.n_done += 1
         bar.update(1)
 
 
@@ -224,13 +365,18 @@ def label_file(in_path: str | Path, levels: Sequence[Level], out_path: str | Pat
     """
     from ase.io.formats import string2index
 
-    everything = ase.io.read(in_path, ":")
-    selector = string2index(index) if isinstance(index, str) else index
-    positions = list(range(len(everything)))[selector]
+    everything = [atoms for _, atoms in iter_frames(str(in_path))]  # parse errors: DataError
+    try:
+        selector = string2index(index) if isinstance(index, str) else index
+        positions = list(range(len(everything)))[selector]
+    except (ValueError, IndexError):
+        raise DataError(f"--index {index!r} selects nothing valid from {len(everything)} frame(s)",
+                        source=str(in_path)) from None
     positions = [positions] if isinstance(positions, int) else positions
     frames = []
     for i in positions:
         atoms = everything[i]
         atoms.info.setdefault("structure_id", str(i))
         frames.append(atoms)
+    kwargs.setdefault("source", str(in_path))
     return label_frames(frames, levels, out_path, **kwargs)
