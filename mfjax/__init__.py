@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from mfjax._version import __version__
+from mfjax.model import Model, ModelSpec, load_model
 
-
-def load_model(path, precision: str = "float32"):
-    """Load an exported model directory (see ``mfjax.inference``)."""
-    from mfjax.inference import load_model as _load
-
-    return _load(path, precision=precision)
-
-
-__all__ = ["__version__", "load_model"]
+__all__ = ["__version__", "Model", "ModelSpec", "load_model"]

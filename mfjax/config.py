@@ -75,6 +75,10 @@ class DataConfig:
     cutoff: float = option(5.0, "Neighbour-list and model cutoff r_c, Å.")
     datasets: tuple[DatasetConfig, ...] = option(doc="The data files, one or more per fidelity.", factory=tuple)
     split: SplitConfig = option(doc="How datasets are split.", factory=SplitConfig)
+    fidelities: tuple[str, ...] | None = option(
+        None, "Fidelity names in index order, e.g. [pbe, r2scan] (null = the order first seen in the files, "
+        "printed at the start of a run). Stored in exported models; names are matched exactly."
+    )
 
     def validate(self, where: str = "data") -> None:
         if self.cutoff <= 0:

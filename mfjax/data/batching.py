@@ -14,7 +14,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 
 from mfjax.data.graph import EdgeFeatures, Graph, GraphFeatures, NodeFeatures, num_edges, num_graphs, num_nodes
-from mfjax.data.neighbors import neighbor_list
+from mfjax.data.neighbors import structure_neighbors
 from mfjax.data.structures import Structure
 from mfjax.errors import DataError
 
@@ -31,7 +31,7 @@ def structures_to_graph(
     neighbor_lists: precomputed ``NeighborList`` per structure (computed here if None).
     """
     if neighbor_lists is None:
-        neighbor_lists = [neighbor_list(s.positions, s.cell, s.pbc, cutoff) for s in structures]
+        neighbor_lists = [structure_neighbors(s, cutoff) for s in structures]
     senders, receivers, shifts = [], [], []
     offset = 0
     for s, nl in zip(structures, neighbor_lists):
@@ -166,7 +166,7 @@ def budget_for(
     if max_graphs < 1:
         raise ValueError(f"max_graphs must be >= 1, got {max_graphs}")
     if neighbor_counts is None:
-        neighbor_counts = [len(neighbor_list(s.positions, s.cell, s.pbc, cutoff).senders) for s in structures]
+        neighbor_counts = [len(structure_neighbors(s, cutoff).senders) for s in structures]
     atoms = np.array([s.num_atoms for s in structures], dtype=np.float64)
     edges = np.asarray(neighbor_counts, dtype=np.float64)
 
@@ -178,6 +178,38 @@ def budget_for(
         n_edge=max(_round_up(size(edges), 64), 64),
         n_graph=max_graphs + 1,
     )
+
+
+def run_budget(
+    structures: Sequence[Structure], cutoff: float, max_graphs: int, max_nodes: int | None = None,
+    max_edges: int | None = None,
+) -> BatchBudget:
+    """The batch budget of a run: ``train.batch`` (max_graphs, and max_nodes / max_edges when given)
+    over every structure the run batches (train, valid and test). ``mfjax train``, ``mfjax ablate``
+    and ``mfjax check-data`` all call this, so they report the same budget."""
+    derived = budget_for(structures, cutoff, max_graphs)
+    return BatchBudget(n_node=max_nodes or derived.n_node, n_edge=max_edges or derived.n_edge, n_graph=max_graphs + 1)
+
+
+def budget_outliers(structures: Sequence[Structure], cutoff: float, factor: float = 4.0) -> list[str]:
+    """Warnings for structures whose edge (or atom) count is more than ``factor`` x the median: one
+    such structure sets the budget, and every batch pays its size in padding."""
+    if not structures:
+        return []
+    edges = np.array([len(structure_neighbors(s, cutoff).senders) for s in structures], dtype=np.float64)
+    atoms = np.array([s.num_atoms for s in structures], dtype=np.float64)
+    out = []
+    for name, sizes in (("edges", edges), ("atoms", atoms)):
+        median = float(np.median(sizes))
+        k = int(np.argmax(sizes))
+        if median > 0 and sizes[k] > factor * median:
+            s = structures[k]
+            out.append(
+                f"{s.where}: {int(sizes[k])} {name}, {sizes[k] / median:.1f}x the median structure ({median:g}); "
+                f"it sets the batch budget, so every batch is padded to hold it. Move such structures to their "
+                f"own run or set train.batch.max_nodes / max_edges (structures that do not fit are an error)"
+            )
+    return out
 
 
 def pack_greedy(order: Sequence[int], atoms: Sequence[int], edges: Sequence[int], budget: BatchBudget) -> list[np.ndarray]:
@@ -227,7 +259,7 @@ class GraphBatcher:
         self.fidelity_index = dict(fidelity_index)
         self.budget = budget
         self.shuffle, self.seed, self.drop_last = shuffle, int(seed), drop_last
-        self.neighbor_lists = [neighbor_list(s.positions, s.cell, s.pbc, cutoff) for s in self.structures]
+        self.neighbor_lists = [structure_neighbors(s, cutoff) for s in self.structures]
         self.num_atoms = np.array([s.num_atoms for s in self.structures], dtype=np.int64)
         self.num_edges = np.array([len(nl.senders) for nl in self.neighbor_lists], dtype=np.int64)
         for s, e in zip(self.structures, self.num_edges):

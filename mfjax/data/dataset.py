@@ -20,6 +20,7 @@ from typing import Literal, Sequence
 import numpy as np
 
 from mfjax.config import DataConfig, DatasetConfig
+from mfjax.data.fidelity import check_distinct
 from mfjax.data.io import read_structures
 from mfjax.data.report import DataReport, DatasetReport, warn_frames
 from mfjax.data.structures import Structure
@@ -118,6 +119,8 @@ def load_data(
     """
     if not data_cfg.datasets:
         raise DataError("empty dataset list: give at least one file in data.datasets")
+    if fidelities is None and data_cfg.fidelities is not None:
+        fidelities = check_distinct(data_cfg.fidelities, "data.fidelities")
     report = DataReport()
     splits: dict[str, list[Structure]] = {name: [] for name in SPLITS}
     seen_fidelities: dict[str, None] = {}
@@ -126,6 +129,8 @@ def load_data(
         structures, rep = load_dataset(d, cutoff=data_cfg.cutoff, species=species, fidelities=fidelities, on_error=on_error)
         report.datasets.append(rep)
         for s in structures:
+            if s.fidelity not in seen_fidelities:
+                check_distinct([*seen_fidelities, s.fidelity], f"{s.source} (frame {s.index}, field 'fidelity')")
             seen_fidelities.setdefault(s.fidelity, None)
             seen_species.update(int(z) for z in s.species)
         if d.role is not None:

@@ -24,6 +24,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import jraph
+import numpy as np
 
 Array = jax.Array
 
@@ -153,3 +154,11 @@ def with_fidelity(graph: Graph, index: int) -> Graph:
     """``graph`` with every structure at fidelity ``index``."""
     glob = graph.globals
     return graph._replace(globals=glob.replace(fidelity=jnp.full_like(glob.fidelity, index)))
+
+
+def cast_floats(graph: Graph, dtype=np.float32) -> Graph:
+    """Host copy of ``graph`` with float arrays in ``dtype`` (the model's precision); ints and bools
+    unchanged."""
+    return jax.tree.map(
+        lambda x: np.asarray(x, dtype) if np.issubdtype(np.asarray(x).dtype, np.floating) else np.asarray(x), graph
+    )

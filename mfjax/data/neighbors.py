@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import vesin
 
+from mfjax.data.structures import Structure
+
 
 @dataclass(frozen=True)
 class NeighborList:
@@ -103,6 +105,10 @@ def raw_pairs(
     return np.asarray(i), np.asarray(j), np.asarray(shifts), np.asarray(distances)
 
 
+#: Number of neighbour lists built by this process (tests check that a run builds one per structure).
+BUILDS = {"count": 0}
+
+
 def neighbor_list(
     positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float
 ) -> NeighborList:
@@ -111,6 +117,7 @@ def neighbor_list(
     positions: [N, 3] Å; cell: [3, 3] lattice vectors as rows (ignored where not periodic);
     pbc: [3] bool; cutoff: Å.
     """
+    BUILDS["count"] += 1
     i, j, shifts, distances = raw_pairs(positions, cell, pbc, cutoff)
     # vesin uses an inclusive cutoff in some versions; SPEC asks for r < cutoff and no self pair.
     keep = (distances < cutoff) & (distances > 0.0)
@@ -120,3 +127,18 @@ def neighbor_list(
         receivers=np.asarray(i, dtype=np.int32)[keep][order],
         shifts=np.asarray(shifts, dtype=np.int32)[keep][order],
     )
+
+
+def structure_neighbors(structure: Structure, cutoff: float) -> NeighborList:
+    """The neighbour list of a ``Structure`` at ``cutoff``, built once and cached on the structure.
+
+    Validation, batch budgets, statistics and batchers of a run all call this, so each structure's
+    list is computed once per run. The cache is keyed by the cutoff and the positions array itself
+    (a structure copied with new positions gets a new list).
+    """
+    cached = structure.neighbors
+    if cached is not None and cached[0] == cutoff and cached[1] is structure.positions:
+        return cached[2]
+    nl = neighbor_list(structure.positions, structure.cell, structure.pbc, cutoff)
+    object.__setattr__(structure, "neighbors", (float(cutoff), structure.positions, nl))
+    return nl

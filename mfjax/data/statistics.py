@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from mfjax.data.neighbors import neighbor_list
+from mfjax.data.neighbors import structure_neighbors
 from mfjax.data.report import warn_frames
 from mfjax.data.structures import Structure
 
@@ -75,7 +75,7 @@ def force_rms(structures: Sequence[Structure]) -> float:
 def neighbor_counts(structures: Sequence[Structure], cutoff: float) -> np.ndarray:
     """[n_structures] number of edges (directed neighbour pairs) of each structure."""
     return np.array(
-        [len(neighbor_list(s.positions, s.cell, s.pbc, cutoff).senders) for s in structures], dtype=np.int64
+        [len(structure_neighbors(s, cutoff).senders) for s in structures], dtype=np.int64
     )
 
 

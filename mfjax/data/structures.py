@@ -43,6 +43,8 @@ class Structure:
     index: int = 0
     structure_id: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    #: (cutoff, positions, NeighborList) cached by ``mfjax.data.neighbors.structure_neighbors``.
+    neighbors: Any = field(default=None, compare=False, repr=False)
 
     @property
     def num_atoms(self) -> int:

@@ -15,7 +15,7 @@ import re
 from typing import Any, Collection, Sequence
 
 import numpy as np
-from mfjax.data.neighbors import neighbor_list, raw_pairs
+from mfjax.data.neighbors import raw_pairs, structure_neighbors
 from mfjax.data.structures import Structure
 from mfjax.errors import DataError
 
@@ -178,7 +178,7 @@ def close_pairs(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, rmin: 
 
 def isolated_atoms(structure: Structure, cutoff: float) -> np.ndarray:
     """Indices of atoms with no neighbour (any image) within ``cutoff``."""
-    nl = neighbor_list(structure.positions, structure.cell, structure.pbc, cutoff)
+    nl = structure_neighbors(structure, cutoff)
     return np.flatnonzero(np.bincount(nl.receivers, minlength=structure.num_atoms) == 0)
 
 
