@@ -153,6 +153,8 @@ def parse_yaml(text: str, source: str) -> Any:
         shown = lines[line - 1] if line <= len(lines) else "<end of file>"
         if "\t" in shown:
             problem += "; YAML indentation must use spaces, not tabs"
+        elif "<block end>" in problem:
+            problem += "; check the indentation of this line and the lines above it"
         raise ConfigError(f"{source}:{line}:{col}: {problem}: {shown!r}") from None
 
 
