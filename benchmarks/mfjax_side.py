@@ -56,20 +56,14 @@ def example_graph(atoms, n_node: int | None = None, n_edge: int | None = None, d
 
 
 def build_model(preset: str, seed: int = 0, dtype=np.float32):
-    """A single-fidelity ``TrainedModel`` (89 species, like SevenNet-0) with random weights, float32."""
+    """A single-fidelity ``Model`` (89 species, like SevenNet-0) with random weights, float32."""
     from ase.build import bulk
 
-    from mfjax.inference import TrainedModel
-    from mfjax.nn.model import Potential, init_variables
+    from mfjax.model import Model, ModelSpec
 
-    config = model_config(preset)
-    module = Potential(config, SPECIES, (FIDELITY,), AVG_NUM_NEIGHBORS)
+    spec = ModelSpec(model_config(preset), SPECIES, (FIDELITY,), AVG_NUM_NEIGHBORS)
     small = bulk("Si", "diamond", a=5.43)
-    variables = init_variables(module, jax.random.PRNGKey(seed), example_graph(small, dtype=dtype))
-    return TrainedModel(
-        config=config, species=SPECIES, fidelities=(FIDELITY,), cutoff=config.cutoff,
-        avg_num_neighbors=AVG_NUM_NEIGHBORS, variables=variables, dtype=dtype,
-    )
+    return Model(spec, spec.init(seed, example_graph(small, dtype=dtype))).astype(dtype)
 
 
 def count_params(model) -> int:
@@ -97,7 +91,7 @@ class InferenceCase:
 def inference_case(model, atoms) -> InferenceCase:
     from mfjax.data.batching import pad_graph, structures_to_graph
     from mfjax.data.structures import structure_from_atoms
-    from mfjax.md.calculator import MfjaxCalculator
+    from mfjax.model.calculator import MfjaxCalculator
 
     calc_atoms = atoms.copy()
     calc = MfjaxCalculator(model, FIDELITY)
@@ -110,7 +104,7 @@ def inference_case(model, atoms) -> InferenceCase:
 
     # the same compiled function on a fixed, already padded device graph: no host work at all
     host = structures_to_graph([structure_from_atoms(atoms, FIDELITY)], model.cutoff, {FIDELITY: 0})
-    n_edges = host.num_edges
+    n_edges = num_edges(host)
     graph = jax.tree.map(jnp.asarray, cast_graph(pad_graph(host, *calc.capacity, 2)))
 
     def jit_call():

@@ -189,7 +189,7 @@ def run_training(prof: dict, sevenn_ok: bool, results: dict) -> None:
 
 def run_md(prof: dict, sevenn_ok: bool, results: dict) -> None:
     from benchmarks import mfjax_side
-    from mfjax.md.calculator import MfjaxCalculator
+    from mfjax.model.calculator import MfjaxCalculator
 
     model = mfjax_side.build_model(prof["model_preset"])
     n_atoms = prof["inference_sizes"][0]

@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from mfjax.errors import MfjaxError
+
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("mfjax.training.cli_train", "train a (multi-fidelity) potential from a YAML config"),
@@ -23,7 +25,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_of(argv: list[str]) -> str | None:
+    """The sub-command named in ``argv`` (the first argument that is one), if any."""
+    return next((a for a in argv if a in COMMANDS), None)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported (lazy dispatch keeps start-up fast)."""
     parser = argparse.ArgumentParser(prog="mfjax", description="Multi-fidelity equivariant MLIPs in JAX.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -31,21 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
         p.set_defaults(_module=module)
-        try:
+        if name == command:
             importlib.import_module(module).add_arguments(p)
-        except ModuleNotFoundError as exc:  # a feature module not installed/written: say so on use
-            p.set_defaults(_missing=str(exc))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "_missing", None):
-        print(f"mfjax {args.command}: unavailable ({args._missing})", file=sys.stderr)
-        return 2
-    from mfjax.errors import MfjaxError
-
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(_command_of(argv)).parse_args(argv)
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except MfjaxError as exc:

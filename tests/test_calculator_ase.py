@@ -7,13 +7,15 @@ import ase
 import ase.build
 import numpy as np
 import pytest
+
+from helpers.models import random_potential_model
 from ase.calculators.calculator import PropertyNotImplementedError
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
 from ase.calculators.lj import LennardJones
 
 from mfjax.errors import FidelityError
-from mfjax.md.calculator import MfjaxCalculator
-from mfjax.md.toy import lennard_jones_model
+from mfjax.model.calculator import MfjaxCalculator
+from mfjax.md.lennard_jones import lennard_jones_model
 
 SIGMA, CUTOFF = 2.0, 5.0
 
@@ -124,7 +126,6 @@ def test_ase_md_compiles_a_few_times():
 
 
 def test_real_model_calculator_runs_both_fidelities():
-    from mfjax.md.toy import random_potential_model
 
     model = random_potential_model(num_layers=1, hidden_irreps="8x0e+4x1e", lmax=1)
     atoms = triclinic_cell()

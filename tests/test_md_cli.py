@@ -8,6 +8,8 @@ import ase.io
 import numpy as np
 import pytest
 
+from helpers.models import random_potential_model
+
 from mfjax.cli import main
 
 
@@ -49,15 +51,8 @@ def test_md_unknown_fidelity_exits_2(si_file, capsys):
 
 
 def test_md_exported_model_molecule(tmp_path, capsys):
-    from mfjax.inference import export_model
-    from mfjax.md.toy import random_potential_model
-    from mfjax.nn.presets import load_preset
-
-    overrides = dict(num_layers=1, hidden_irreps="8x0e+4x1e", lmax=1)
-    model = random_potential_model(**overrides)
-    config = load_preset("small", cutoff=model.cutoff, **overrides)
-    path = export_model(tmp_path / "model", model_config=config, species=model.species, fidelities=model.fidelities,
-                        cutoff=model.cutoff, avg_num_neighbors=10.0, variables=model.variables)
+    model = random_potential_model(num_layers=1, hidden_irreps="8x0e+4x1e", lmax=1)
+    path = model.export(tmp_path / "model")
     mol = tmp_path / "mol.xyz"
     ase.io.write(mol, ase.build.molecule("CH3OH"))
     code = main(["md", str(path), str(mol), "--fidelity", "r2scan", "--ensemble", "nvt_nose_hoover",

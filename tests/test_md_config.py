@@ -15,7 +15,7 @@ from mfjax.cli import main
 from mfjax.errors import ConfigError
 from mfjax.md.config import MDConfig, load_md_config, md_config_template
 from mfjax.md.simulate import MDResult, run_md
-from mfjax.md.toy import lennard_jones_model
+from mfjax.md.lennard_jones import lennard_jones_model
 from mfjax.utils.configtools import from_dict
 
 

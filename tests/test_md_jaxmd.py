@@ -16,7 +16,8 @@ from jax_md import quantity
 
 from mfjax.errors import FidelityError
 from mfjax.md.jaxmd import ase_stress, box_from_cell, energy_fn_for
-from mfjax.md.toy import lennard_jones_model, random_potential_model
+from helpers.models import random_potential_model
+from mfjax.md.lennard_jones import lennard_jones_model
 
 
 def small_triclinic() -> ase.Atoms:

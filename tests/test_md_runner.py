@@ -15,7 +15,7 @@ from jax_md import dataclasses as jmd_dataclasses
 from mfjax.md.integrators import make_simulator
 from mfjax.md.jaxmd import box_from_cell, energy_fn_for
 from mfjax.md.runner import EpisodeRunner
-from mfjax.md.toy import lennard_jones_model
+from mfjax.md.lennard_jones import lennard_jones_model
 from mfjax.md.units import masses_for_jaxmd
 
 MODEL = lennard_jones_model({"low": 0.01, "high": 0.02}, sigma=2.2, cutoff=5.0, smooth=True)

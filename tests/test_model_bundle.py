@@ -1,4 +1,4 @@
-"""Model export bundle and ``load_model``: round trip, fidelity errors, precision, atomic writes."""
+"""Model bundles and ``load_model``: round trip, Δ bundles, fidelity errors, precision, atomic writes."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import mfjax
 from mfjax.data.batching import pad_graph, structures_to_graph
 from mfjax.data.structures import structure_from_atoms
 from mfjax.errors import ConfigError, FidelityError
-from mfjax.inference import export_model, load_model, read_manifest
+from mfjax.data.graph import cast_floats
+from mfjax.model import Model, ModelSpec, load_model
+from mfjax.model.bundle import read_manifest
 from mfjax.nn.config import ModelConfig
-from mfjax.nn.model import Potential, init_variables
 from mfjax.physics import predict
-from mfjax.training.batches import cast_floats
 
 CONFIG = ModelConfig(cutoff=3.5, num_layers=1, hidden_irreps="8x0e+4x1e", lmax=1, radial_hidden=(8,))
 SPECIES = (1, 6, 8)
@@ -33,16 +33,15 @@ def _frames():
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    module = Potential(CONFIG, SPECIES, FIDS, 6.0)
+    spec = ModelSpec(CONFIG, SPECIES, FIDS, 6.0)
     frames = _frames()
     graph = pad_graph(structures_to_graph([structure_from_atoms(a, "r2scan") for a in frames], 3.5,
-                                          {f: i for i, f in enumerate(FIDS)}), 32, 512, 3)
+                                          spec.fidelity_map), 32, 512, 3)
     graph = cast_floats(graph)
     e0 = np.array([[-1.0, -2.0, -3.0], [-1.5, -2.5, -3.5]])
-    variables = init_variables(module, jax.random.PRNGKey(3), graph, e0=e0, scale=0.7)
-    direct = jax.device_get(predict(module.apply, variables, graph))
-    path = export_model(tmp_path_factory.mktemp("m") / "model", model_config=CONFIG, species=SPECIES, fidelities=FIDS,
-                        cutoff=3.5, avg_num_neighbors=6.0, variables=variables, training={"epochs": 1})
+    variables = spec.init(3, graph, e0=e0, scale=0.7)
+    direct = jax.device_get(predict(spec.module.apply, variables, graph))
+    path = Model(spec, variables).export(tmp_path_factory.mktemp("m") / "model", training={"epochs": 1})
     return path, frames, direct
 
 
@@ -78,8 +77,12 @@ def test_round_trip_predictions_equal(bundle):
 def test_fidelity_errors_list_available_names(bundle):
     model = load_model(bundle[0])
     assert model.fidelity_index("pbe") == 0
-    with pytest.raises(FidelityError, match=r"'pbe', 'r2scan'"):
+    with pytest.raises(FidelityError, match=r"unknown fidelity 'ccsd' \(available: pbe, r2scan\)"):
         model.fidelity_index("ccsd")
+    with pytest.raises(FidelityError, match=r"'R2SCAN': did you mean 'r2scan'\? Names are matched exactly"):
+        model.fidelity_index("R2SCAN")
+    with pytest.raises(FidelityError, match="differ only by case"):
+        ModelSpec(CONFIG, SPECIES, ("low", "LOW "), 6.0)
     with pytest.raises(FidelityError, match="r2scan"):
         model.predict(bundle[1][0])  # multi-fidelity model: a name is required
 
@@ -103,25 +106,7 @@ def test_float64_load(bundle, x64):
     np.testing.assert_allclose(out["energy"], direct["energy"][0], rtol=1e-4)
 
 
-def test_evaluate_and_unknown_kind(bundle, tmp_path):
-    path, frames, _ = bundle
-    model = load_model(path)
-    labelled = []
-    for a in frames:
-        b = a.copy()
-        res = model.predict(a, fidelity="pbe")
-        from ase.calculators.singlepoint import SinglePointCalculator
-
-        b.calc = SinglePointCalculator(b, energy=res["energy"] + 0.01 * len(b), forces=res["forces"])
-        b.info["fidelity"] = "pbe"
-        labelled.append(b)
-    metrics = model.evaluate(labelled)
-    assert list(metrics) == ["pbe"]
-    assert metrics["pbe"]["energy_mae_mev_atom"] == pytest.approx(10.0, rel=1e-3)
-    assert metrics["pbe"]["forces_mae_ev_a"] == pytest.approx(0.0, abs=1e-5)
-    assert metrics["pbe"]["stress_mae_gpa"] is None
-    with pytest.raises(FidelityError):
-        model.evaluate(labelled, fidelity="hf")
+def test_unknown_kind_and_missing_manifest(tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "model.json").write_text(json.dumps({"format": "mfjax-model", "format_version": 1, "kind": "weird"}))
@@ -129,3 +114,38 @@ def test_evaluate_and_unknown_kind(bundle, tmp_path):
         load_model(broken)
     with pytest.raises(ConfigError, match="no model.json"):
         load_model(tmp_path)
+    (broken / "model.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="unreadable model manifest"):
+        load_model(broken)
+
+
+def test_delta_bundle_is_the_sum_of_its_parts(bundle, tmp_path):
+    """A Δ model is a Model: base (at one of its fidelities) + a one-fidelity Δ potential, exported
+    as a "delta" bundle that loads back into the same energies, forces and stress."""
+    path, frames, _ = bundle
+    base = load_model(path)
+    dspec = ModelSpec(CONFIG, SPECIES, ("ccsdt",), 6.0)
+    graph = cast_floats(pad_graph(structures_to_graph([structure_from_atoms(frames[1], "ccsdt")], 3.5,
+                                                      dspec.fidelity_map), 16, 256, 2))
+    correction = Model(dspec, dspec.init(5, graph, e0=np.array([[0.1, 0.2, 0.3]]), scale=0.05))
+    delta = Model.delta(base, "pbe", correction)
+    assert delta.kind == "delta" and delta.fidelities == ("ccsdt",)
+    want = [
+        {k: b[k] + c[k] for k in b}
+        for b, c in zip(base.predict(frames, fidelity="pbe"), correction.predict(frames))
+    ]
+    got = delta.predict(frames)
+    for w, g in zip(want, got):
+        assert g.keys() == w.keys()
+        for k in w:
+            np.testing.assert_allclose(g[k], w[k], rtol=1e-5, atol=1e-5)
+    exported = delta.export(tmp_path / "delta", training={"note": 1})
+    assert read_manifest(exported)["kind"] == "delta"
+    again = load_model(exported)
+    assert again.kind == "delta" and again.base.fidelity == "pbe"
+    for w, g in zip(got, again.predict(frames)):
+        for k in w:
+            np.testing.assert_allclose(g[k], w[k], rtol=1e-6, atol=1e-6)
+    atoms = frames[1].copy()
+    atoms.calc = again.calculator()
+    np.testing.assert_allclose(atoms.get_potential_energy(), got[1]["energy"], rtol=1e-5)

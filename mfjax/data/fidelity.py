@@ -50,7 +50,7 @@ def resolve(fidelities: Sequence[str], name: str | None) -> int:
         if len(fidelities) == 1:
             return 0
         raise FidelityError(
-            f"this model has {len(fidelities)} fidelities; choose one with fidelity=NAME (available: {list(fidelities)})"
+            f"this model has {len(fidelities)} fidelities; choose one with fidelity=NAME (available: {', '.join(fidelities)})"
         )
     if name in fidelities:
         return fidelities.index(name)
@@ -58,9 +58,9 @@ def resolve(fidelities: Sequence[str], name: str | None) -> int:
     if near:
         raise FidelityError(
             f"unknown fidelity {name!r}: did you mean {near[0]!r}? Names are matched exactly "
-            f"(available: {list(fidelities)})"
+            f"(available: {', '.join(fidelities)})"
         )
-    raise FidelityError(f"unknown fidelity {name!r} (available: {list(fidelities)})")
+    raise FidelityError(f"unknown fidelity {name!r} (available: {', '.join(fidelities)})")
 
 
 def index_map(fidelities: Sequence[str]) -> dict[str, int]:

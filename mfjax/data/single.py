@@ -24,7 +24,7 @@ import numpy as np
 
 from mfjax.data.graph import EdgeFeatures, Graph, GraphFeatures, NodeFeatures
 
-__all__ = ["Capacity", "single_graph"]
+__all__ = ["Capacity", "single_graph", "valid_first"]
 
 
 @dataclass
@@ -73,8 +73,8 @@ def single_graph(
     rows = lattice vectors (zeros = molecule); pbc: [3]; fidelity: the model's index.
     Host path (numpy, ``valid`` None): every given edge is real; the graph is padded to ``n_edge``
     edges and ``n_node`` nodes (the real ones + padding; default N + 1).
-    Traced path (``valid`` [E] bool, e.g. from a jax-md list): invalid entries become padding edges
-    and the real ones are moved first (stable), so the edge count stays E.
+    Traced path (``valid`` [E] bool, e.g. from a jax-md list, with the valid entries first — see
+    ``valid_first``): invalid entries become padding edges, so the edge count stays E.
     forces: optional [N, 3] labels (masked True) for evaluation.
     """
     traced = valid is not None
@@ -84,11 +84,9 @@ def single_graph(
     e_in = senders.shape[0]
     shifts = xp.zeros((e_in, 3), dtype) if shifts is None else xp.asarray(shifts, dtype)
     if traced:
-        order = jnp.argsort(~valid, stable=True)
-        valid = valid[order]
-        senders = jnp.where(valid, senders[order], n).astype(jnp.int32)
-        receivers = jnp.where(valid, receivers[order], n).astype(jnp.int32)
-        shifts = jnp.where(valid[:, None], shifts[order], 0.0)
+        senders = jnp.where(valid, senders, n).astype(jnp.int32)
+        receivers = jnp.where(valid, receivers, n).astype(jnp.int32)
+        shifts = jnp.where(valid[:, None], shifts, 0.0)
         n_real = jnp.sum(valid).astype(jnp.int32)
         n_edge, n_node = e_in, n + 1
     else:
@@ -135,3 +133,9 @@ def single_graph(
             graph_mask=xp.asarray([True, False]),
         ),
     )
+
+
+def valid_first(valid, *arrays):
+    """(valid, *arrays) reordered so that the valid entries come first, in their order (traced)."""
+    order = jnp.argsort(~valid, stable=True)
+    return (valid[order],) + tuple(a[order] for a in arrays)

@@ -22,7 +22,7 @@ import mfjax
 from mfjax.errors import ConfigError
 from mfjax.md.config import MDConfig, load_md_config
 from mfjax.md.simulate import MDResult, run_md
-from mfjax.md.toy import lennard_jones_model
+from mfjax.md.lennard_jones import lennard_jones_model
 
 TOY_MODEL = "toy-lj"  # the analytic Lennard-Jones stand-in, for demos and tests
 

@@ -15,9 +15,10 @@ Conventions
 * Neighbour lists are jax-md Sparse/OrderedSparse (``idx = (receivers, senders)``, invalid = N).
   Periodic cells thinner than 2 x (cutoff + skin) use ``custom_partition.neighbor_list_multi_image``
   (explicit image shifts); otherwise ``partition.neighbor_list`` (minimum image).
-* Inside ``energy_fn`` the list becomes an mfjax ``Graph`` with N + 1 nodes (one padding node) and
-  two graphs (the system, then padding). Valid edges come first; invalid ones (padding entries, and
-  pairs beyond the cutoff when a skin is used) become self-loops on the padding node with zero vectors.
+* Inside ``energy_fn`` the list becomes an mfjax graph through the one single-structure builder
+  (``mfjax.data.single.single_graph``): N + 1 nodes (one padding node) and two graphs (the system,
+  then padding). Valid edges come first; invalid ones (padding entries, and pairs beyond the cutoff
+  when a skin is used) become self-loops on the padding node with zero vectors.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax_md import custom_partition, partition, space
 
-from mfjax.data.graph import EdgeFeatures, Graph, GraphFeatures, NodeFeatures
+from mfjax.data.single import single_graph, valid_first
 
 Array = jax.Array
 
@@ -70,54 +71,6 @@ def min_height(box: np.ndarray) -> float:
     volume = abs(np.linalg.det(cell))
     areas = [np.linalg.norm(np.cross(cell[(k + 1) % 3], cell[(k + 2) % 3])) for k in range(3)]
     return float(volume / max(areas))
-
-
-def graph_from_neighbors(
-    positions: Array, species: Array, receivers: Array, senders: Array, vectors: Array,
-    valid: Array, fidelity_id: int, cell: Array | None,
-) -> tuple[Graph, Array]:
-    """An mfjax ``Graph`` (N+1 nodes, 2 graphs) and its edge vectors [E, 3], valid edges first.
-
-    positions: [N, 3] Cartesian; species: [N]; receivers/senders: [E] (any value where invalid);
-    vectors: [E, 3] r_ij; valid: [E] bool; cell: [3, 3] rows = lattice vectors, or None.
-    """
-    n = positions.shape[0]
-    order = jnp.argsort(~valid, stable=True)  # valid edges first, order otherwise kept
-    valid = valid[order]
-    senders = jnp.where(valid, senders[order], n).astype(jnp.int32)
-    receivers = jnp.where(valid, receivers[order], n).astype(jnp.int32)
-    vectors = jnp.where(valid[:, None], vectors[order], 0.0)
-    n_valid = jnp.sum(valid).astype(jnp.int32)
-    e = senders.shape[0]
-    dtype = positions.dtype
-    cells = jnp.zeros((2, 3, 3), dtype)
-    if cell is not None:
-        cells = cells.at[0].set(cell.astype(dtype))
-    graph = Graph(
-        nodes=NodeFeatures(
-            positions=jnp.concatenate([positions, jnp.zeros((1, 3), dtype)]),
-            species=jnp.concatenate([jnp.asarray(species, jnp.int32), jnp.zeros(1, jnp.int32)]),
-            forces=jnp.zeros((n + 1, 3), dtype),
-            forces_mask=jnp.zeros(n + 1, bool),
-        ),
-        edges=EdgeFeatures(shifts=jnp.zeros((e, 3), dtype)),
-        senders=senders,
-        receivers=receivers,
-        n_node=jnp.array([n, 1], jnp.int32),
-        n_edge=jnp.stack([n_valid, e - n_valid]).astype(jnp.int32),
-        globals=GraphFeatures(
-            cell=cells,
-            pbc=jnp.array([[cell is not None] * 3, [False] * 3]),
-            fidelity=jnp.array([fidelity_id, 0], jnp.int32),
-            energy=jnp.zeros(2, dtype),
-            energy_mask=jnp.zeros(2, bool),
-            stress=jnp.zeros((2, 3, 3), dtype),
-            stress_mask=jnp.zeros(2, bool),
-            weight=jnp.zeros((2, 3), dtype),
-            graph_mask=jnp.array([True, False]),
-        ),
-    )
-    return graph, vectors
 
 
 def _symmetrize(receivers, senders, shifts):
@@ -213,10 +166,10 @@ def energy_fn_for(
         """Total energy (eV) of positions ``R`` [N, 3] with jax-md neighbour list ``neighbor``."""
         variables = default_variables if variables is None else variables
         receivers, senders, vectors, valid, real, b = edges_fn(R, neighbor, box, perturbation)
-        graph, vectors = graph_from_neighbors(
-            real, species, receivers, senders, vectors, valid, fidelity_id,
-            jnp.transpose(b) if periodic else None,
-        )
+        valid, receivers, senders, vectors = valid_first(valid, receivers, senders, vectors)
+        graph = single_graph(real, species, senders, receivers, cell=jnp.transpose(b) if periodic else None,
+                             pbc=jnp.full(3, periodic), fidelity=fidelity_id, valid=valid)
+        vectors = jnp.where(valid[:, None], vectors, 0.0)
         atomic = apply_fn(variables, graph, vectors)  # [N + 1]
         return jnp.sum(atomic[:n])
 

@@ -21,7 +21,6 @@ import ase
 import jax
 import numpy as np
 from ase.calculators.singlepoint import SinglePointCalculator
-from ase.data import chemical_symbols
 from ase.io import Trajectory, write
 
 from mfjax.errors import ConfigError
@@ -29,6 +28,7 @@ from mfjax.md.analysis import Diffusion, StabilityCriteria, check_frame, diffusi
 from mfjax.md.config import MDConfig
 from mfjax.md.engines import run_ase, run_jaxmd
 from mfjax.md.units import ns_per_day
+from mfjax.model.calculator import check_species as check_model_species
 
 __all__ = ["MDResult", "Record", "Reporter", "check_species", "run_md"]
 
@@ -140,12 +140,7 @@ def _formula(atoms: ase.Atoms, name: str | None) -> str:
 
 def check_species(model, atoms: ase.Atoms, name: str | None = None) -> None:
     """ConfigError naming the structure and its elements that ``model`` does not know."""
-    unknown = sorted({int(z) for z in atoms.numbers} - {int(z) for z in model.species})
-    if unknown:
-        symbols = ", ".join(f"{chemical_symbols[z]} (Z={z})" for z in unknown)
-        known = ", ".join(chemical_symbols[int(z)] for z in sorted(model.species))
-        raise ConfigError(f"structure {_formula(atoms, name)}: element(s) {symbols} not known to this model "
-                          f"(it knows {known})")
+    check_model_species(atoms.numbers, model.species, f"structure {_formula(atoms, name)}")
 
 
 def run_md(model, atoms: ase.Atoms, cfg: MDConfig, *, name: str | None = None,

@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from ase.data import chemical_symbols
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
@@ -28,7 +29,9 @@ def check_species(numbers, species, where: str = "the structure") -> None:
     """ConfigError naming the elements of ``numbers`` that ``species`` (a model's) does not know."""
     unknown = sorted(set(int(z) for z in np.asarray(numbers).ravel()) - set(int(z) for z in species))
     if unknown:
-        raise ConfigError(f"{where}: atomic numbers {unknown} are not known to this model (species {sorted(species)})")
+        symbols = ", ".join(f"{chemical_symbols[z]} (Z={z})" for z in unknown)
+        known = ", ".join(chemical_symbols[int(z)] for z in sorted(species))
+        raise ConfigError(f"{where}: element(s) {symbols} not known to this model (it knows {known})")
 
 
 def model_dtype(variables) -> Any:

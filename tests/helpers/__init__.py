@@ -1,0 +1,1 @@
+"""Test helpers: stand-in models and synthetic data (not part of the library)."""
