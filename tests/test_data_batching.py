@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mfjax.data.batching import BatchBudget, GraphBatcher, budget_for, pack_greedy
+from mfjax.data.batching import BatchBudget, GraphBatcher, budget_for, budget_outliers, pack_greedy, run_budget
+from mfjax.data.neighbors import BUILDS
 from mfjax.data.structures import Structure
 from mfjax.errors import DataError
 
@@ -102,3 +103,21 @@ def test_oversize_structure_is_an_error_naming_it():
 def test_unknown_fidelity_in_batcher():
     with pytest.raises(DataError, match="fidelity 'lo' is not one of"):
         GraphBatcher(_structures(n=2), CUTOFF, {"hi": 0}, BatchBudget(100, 1000, 3))
+
+
+def test_run_budget_and_outlier_warning():
+    """One huge structure among small ones sets the budget: it is named in a warning; explicit
+    max_nodes / max_edges override the derived budget; neighbour lists are built once per structure."""
+    structures = _structures(12)
+    grid = np.stack(np.meshgrid(*[np.arange(4)] * 3, indexing="ij"), -1).reshape(-1, 3) * 2.0
+    big = Structure(species=np.ones(64, int), positions=grid, cell=np.eye(3) * 8.0, pbc=np.ones(3, bool),
+                    fidelity="lo", energy=0.0, source="big.extxyz", index=7)
+    before = BUILDS["count"]
+    derived = run_budget(structures + [big], CUTOFF, max_graphs=4)
+    warnings_ = budget_outliers(structures + [big], CUTOFF)
+    assert BUILDS["count"] - before == 13  # cached on the structures: budget and warnings share them
+    assert derived.n_node - 1 >= 64
+    assert warnings_ and "big.extxyz, frame 7" in warnings_[0] and "x the median" in warnings_[0]
+    assert budget_outliers(structures, CUTOFF) == []
+    explicit = run_budget(structures, CUTOFF, max_graphs=4, max_nodes=200, max_edges=4096)
+    assert (explicit.n_node, explicit.n_edge, explicit.n_graph) == (200, 4096, 5)

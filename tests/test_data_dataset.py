@@ -12,7 +12,7 @@ import yaml
 from mfjax.config import DataConfig, DatasetConfig, SplitConfig, load_config
 from mfjax.data.dataset import load_data, split_assignment
 from mfjax.data.report import DataWarning
-from mfjax.errors import DataError
+from mfjax.errors import DataError, FidelityError
 
 
 def _write(tmp_path, name, make_atoms, n, symbols="CH4", fidelity_info=None, ids=True, seed0=0, unlabelled=()):
@@ -141,3 +141,31 @@ def test_check_data_command(tmp_path, make_atoms, capsys):
     assert main(["check-data", str(config), "--keep-going"]) == 2
     assert "invalid energy" in capsys.readouterr().out
     assert load_config(str(config)).data.datasets[0].path == str(bad)
+
+
+def test_split_counts_per_fidelity_and_small_split_warning(tmp_path, make_atoms):
+    """36/1/3-style splits are reported per fidelity and warned about, with the fix named."""
+    lo = _write(tmp_path, "lo.extxyz", make_atoms, 40)
+    with pytest.warns(DataWarning, match=r"fidelity 'pbe' has only \d+ valid frame\(s\).*role: valid.*data.split.valid"):
+        data = load_data(_cfg(DatasetConfig(path=lo, fidelity="pbe"), valid=0.05, test=0.5))
+    counts = data.report.split_counts["pbe"]
+    assert counts == {"train": len(data.train), "valid": len(data.valid), "test": len(data.test)}
+    assert counts["valid"] < 10 and any("only" in w for w in data.report.warnings)
+    header = next(line for line in data.report.format().splitlines() if line.startswith("fidelity"))
+    assert header.split()[-3:] == ["train", "valid", "test"]  # the per-fidelity table has split columns
+
+
+def test_fidelity_names_differing_only_by_case_are_an_error(tmp_path, make_atoms):
+    mixed = _write(tmp_path, "mixed.extxyz", make_atoms, 4, fidelity_info=("low", "LOW"))
+    with pytest.raises(FidelityError, match=r"'low' and 'LOW'.*differ only by case"):
+        load_data(_cfg(DatasetConfig(path=mixed)))
+
+
+def test_explicit_fidelity_order(tmp_path, make_atoms):
+    lo = _write(tmp_path, "lo.extxyz", make_atoms, 12)
+    hi = _write(tmp_path, "hi.extxyz", make_atoms, 12, seed0=50)
+    cfg = DataConfig(cutoff=3.0, datasets=(DatasetConfig(path=lo, fidelity="pbe"), DatasetConfig(path=hi, fidelity="r2scan")),
+                     fidelities=("r2scan", "pbe"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        assert load_data(cfg).fidelities == ("r2scan", "pbe")

@@ -9,10 +9,17 @@ usable, 2 on a ``DataError`` (or, with ``--keep-going``, when any frame was excl
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import warnings
 
 import numpy as np
+from ase.data import chemical_symbols
+
+from mfjax.config import Config, load_config
+from mfjax.data.batching import budget_outliers, run_budget
+from mfjax.data.dataset import load_data
+from mfjax.data.statistics import avg_num_neighbors, fit_e0, force_rms, neighbor_counts
 
 __all__ = ["add_arguments", "run", "summary"]
 
@@ -26,23 +33,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="PATH", help="also write the accounting as JSON to PATH")
 
 
-def summary(loaded, cutoff: float, max_graphs: int) -> str:
-    """The statistics section (E0, scale, neighbours, budget) as plain text."""
-    from ase.data import chemical_symbols
-
-    from mfjax.data.batching import budget_for
-    from mfjax.data.statistics import avg_num_neighbors, fit_e0, force_rms, neighbor_counts
-
+def summary(loaded, cfg: Config) -> str:
+    """The statistics section (E0 with ``train.e0_alpha``, scale, neighbours, the run's batch budget)."""
+    cutoff, batch = cfg.data.cutoff, cfg.train.batch
     train = loaded.train or loaded.valid or loaded.test
+    everything = loaded.train + loaded.valid + loaded.test
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        e0 = fit_e0(train, loaded.species, loaded.fidelities)
+        e0 = fit_e0(train, loaded.species, loaded.fidelities, alpha=cfg.train.e0_alpha)
         scale = force_rms(train)
-    counts = neighbor_counts(train, cutoff)
-    budget = budget_for(train, cutoff, max_graphs, neighbor_counts=counts)
+    counts = neighbor_counts(everything, cutoff)
+    budget = run_budget(everything, cutoff, batch.max_graphs, batch.max_nodes, batch.max_edges)
     names = [chemical_symbols[z] for z in loaded.species]
     width = max(8, *(len(f) for f in loaded.fidelities))
-    lines = [f"E0 (eV/atom, ridge on training split of {len(train)} frames)",
+    lines = [f"E0 (eV/atom, ridge alpha {cfg.train.e0_alpha:g} on the training split of {len(train)} frames)",
              "fidelity".ljust(width) + "".join(n.rjust(12) for n in names)]
     for f, name in enumerate(loaded.fidelities):
         lines.append(name.ljust(width) + "".join(f"{v:12.4f}" for v in e0[f]))
@@ -50,20 +54,16 @@ def summary(loaded, cutoff: float, max_graphs: int) -> str:
     lines += [
         "",
         f"force RMS scale (pooled): {scale:.4f} eV/Å",
-        f"mean neighbours within {cutoff} Å: {avg_num_neighbors(train, cutoff, counts):.3f}",
-        f"batch budget for max_graphs={max_graphs}: n_node={budget.n_node}, n_edge={budget.n_edge}, "
-        f"n_graph={budget.n_graph}  (largest structure: {max(s.num_atoms for s in train)} atoms, "
-        f"{int(np.max(counts))} edges)",
+        f"mean neighbours within {cutoff} Å: {avg_num_neighbors(train, cutoff):.3f}",
+        f"batch budget for max_graphs={batch.max_graphs}: n_node={budget.n_node}, n_edge={budget.n_edge}, "
+        f"n_graph={budget.n_graph}  (largest structure: {max(s.num_atoms for s in everything)} atoms, "
+        f"{int(np.max(counts))} edges; the same budget as mfjax train)",
     ]
+    lines += [f"  warning: {w}" for w in budget_outliers(everything, cutoff)]
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
-    from mfjax.config import load_config
-    from mfjax.data.dataset import load_data
-
     cfg = load_config(args.config, args.overrides)
     logging.captureWarnings(True)
     with warnings.catch_warnings(record=True) as caught:
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(report.format())
     print()
-    print(summary(loaded, cfg.data.cutoff, cfg.train.batch.max_graphs))
+    print(summary(loaded, cfg))
     texts = [str(w.message) for w in caught]
     if texts:
         print("\nwarnings:")

@@ -140,6 +140,8 @@ def load_data(
         for s, a in zip(structures, assignment):
             splits[SPLITS[a]].append(s)
             rep.split[SPLITS[a]] += 1
+    report.split_counts = split_counts(splits)
+    report.warnings.extend(small_split_warnings(report.split_counts, data_cfg))
     for a, b in (("train", "test"), ("train", "valid"), ("valid", "test")):
         dups = find_duplicates(splits[a], splits[b])
         if dups:
@@ -156,6 +158,36 @@ def load_data(
         species=tuple(sorted(int(z) for z in species)) if species is not None else tuple(sorted(seen_species)),
         report=report,
     )
+
+
+#: Fewer validation (test) frames than this for a fidelity give a warning: the best model is then
+#: selected (judged) on a handful of frames.
+MIN_SPLIT_FRAMES = 10
+
+
+def split_counts(splits: dict[str, list[Structure]]) -> dict[str, dict[str, int]]:
+    """{fidelity: {split: number of frames}} in first-seen fidelity order."""
+    out: dict[str, dict[str, int]] = {}
+    for name in SPLITS:
+        for s in splits[name]:
+            out.setdefault(s.fidelity, {k: 0 for k in SPLITS})[name] += 1
+    return out
+
+
+def small_split_warnings(counts: dict[str, dict[str, int]], data_cfg: DataConfig) -> list[str]:
+    """Warnings (also emitted as ``DataWarning``) for fidelities with < MIN_SPLIT_FRAMES validation or
+    test frames, saying how to fix it."""
+    out = []
+    for fidelity, c in counts.items():
+        for split, fraction in (("valid", data_cfg.split.valid), ("test", data_cfg.split.test)):
+            if c[split] < MIN_SPLIT_FRAMES and fraction > 0:
+                out.append(warn_frames(
+                    f"fidelity {fidelity!r} has only {c[split]} {split} frame(s) (train {c['train']}, valid "
+                    f"{c['valid']}, test {c['test']}): {split} metrics of this fidelity rest on a handful of frames. "
+                    f"Give a {split} file with `role: {split}` in data.datasets, or raise data.split.{split}",
+                    None,
+                ))
+    return out
 
 
 def match_pairs(structures: Sequence[Structure], low: str, high: str, atol: float = 1e-4) -> list[tuple[Structure, Structure]]:

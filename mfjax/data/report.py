@@ -107,6 +107,8 @@ class DataReport:
 
     datasets: list[DatasetReport] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: {fidelity: {"train": n, "valid": n, "test": n}} after the split
+    split_counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def frames_read(self) -> int:
@@ -145,6 +147,7 @@ class DataReport:
             "used": self.used,
             "excluded": dict(self.excluded),
             "per_fidelity": {k: vars(v).copy() for k, v in self.per_fidelity().items()},
+            "split_counts": {k: dict(v) for k, v in self.split_counts.items()},
             "datasets": [d.to_dict() for d in self.datasets],
             "warnings": list(self.warnings),
         }
@@ -158,9 +161,11 @@ class DataReport:
         rows.append(("total", self.frames_read, self.used, sum(self.excluded.values()), "", "", ""))
         lines = _table(rows)
         lines.append("")
-        frows = [("fidelity", "frames", "energy", "forces", "stress")]
+        frows = [("fidelity", "frames", "energy", "forces", "stress", "train", "valid", "test")]
         for name, c in self.per_fidelity().items():
-            frows.append((name, c.frames, _pct(c.energy, c.frames), _pct(c.forces, c.frames), _pct(c.stress, c.frames)))
+            split = self.split_counts.get(name, {})
+            frows.append((name, c.frames, _pct(c.energy, c.frames), _pct(c.forces, c.frames), _pct(c.stress, c.frames),
+                          split.get("train", ""), split.get("valid", ""), split.get("test", "")))
         lines.extend(_table(frows))
         return "\n".join(lines)
 
