@@ -18,6 +18,7 @@ from typing import Literal
 import yaml
 
 from mfjax.nn.config import ModelConfig
+from mfjax.nn.presets import preset_path
 from mfjax.utils.configtools import ConfigError, apply_overrides, from_dict, option, read_yaml, template, to_dict
 
 __all__ = [
@@ -137,19 +138,28 @@ class TrainConfig:
     schedule: Literal["linear", "cosine", "constant"] = option("linear", "Learning-rate decay after warm-up.")
     warmup_steps: int = option(0, "Linear warm-up steps.")
     optimizer: Literal["adam", "adamw"] = option("adam", "optax optimiser.")
-    weight_decay: float = option(0.0, "AdamW weight decay.")
+    weight_decay: float = option(0.0, "AdamW weight decay (only with optimizer: adamw).")
     grad_clip: float | None = option(None, "Clip the global gradient norm to this value (null = off).")
     ema: float | None = option(None, "EMA decay of the weights used for evaluation (e.g. 0.999; null = off).")
     seed: int = option(0, "Seed of initialisation and data shuffling.")
     batch: BatchConfig = option(doc="Batch budget.", factory=BatchConfig)
     loss: LossConfig = option(doc="Loss function.", factory=LossConfig)
-    eval_every: int = option(1, "Validate every this many epochs.")
+    eval_every: int = option(1, "mfjax train: validate every this many epochs (and after the last one).")
+    eval_every_steps: int | None = option(
+        None, "Also validate every this many optimiser steps (null = mfjax train: only per eval_every epochs; "
+        "mfjax ablate: a tenth of each stage's steps)."
+    )
     best_metric: str = option(
         "forces_rmse_ev_a",
-        "Validation metric (mean over fidelities; lower is better) that selects the best checkpoint.",
+        "Validation metric (lower is better) of best_fidelity that selects the best checkpoint.",
+    )
+    best_fidelity: str | None = option(
+        None, "mfjax train: fidelity whose best_metric selects the best checkpoint (null = the fidelity with the "
+        "fewest training frames, printed at the start). mfjax ablate selects on its high fidelity."
     )
     max_nonfinite_steps: int = option(10, "Stop after this many non-finite losses in a row (such steps are skipped).")
-    checkpoint_every_steps: int = option(100, "Also save the 'last' checkpoint every this many steps (0 = only at epoch ends).")
+    checkpoint_every_steps: int = option(100, "Also save the 'last' checkpoint every this many steps (0 = only at epoch ends; "
+                                        "in mfjax ablate at the end of each stage).")
     compute_stress: bool | None = option(None, "Predict stress during training (null = when any training frame has a stress label).")
     e0_alpha: float = option(
         0.1,
@@ -171,6 +181,15 @@ class TrainConfig:
             raise ConfigError(f"{where}.ema must be in (0, 1) or null, got {self.ema}")
         if self.eval_every < 1 or self.max_nonfinite_steps < 1 or self.checkpoint_every_steps < 0:
             raise ConfigError(f"{where}: eval_every and max_nonfinite_steps must be >= 1, checkpoint_every_steps >= 0")
+        if self.eval_every_steps is not None and self.eval_every_steps < 1:
+            raise ConfigError(f"{where}.eval_every_steps must be >= 1 or null, got {self.eval_every_steps}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"{where}.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.weight_decay < 0 or (self.weight_decay and self.optimizer != "adamw"):
+            raise ConfigError(f"{where}.weight_decay = {self.weight_decay} needs optimizer: adamw "
+                              f"(Adam has no decoupled weight decay) and a value >= 0")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ConfigError(f"{where}.grad_clip must be > 0 or null, got {self.grad_clip}")
         metrics = ("energy_mae_mev_atom", "energy_rmse_mev_atom", "forces_mae_ev_a", "forces_rmse_ev_a", "stress_mae_gpa")
         if self.best_metric not in metrics:
             import difflib
@@ -202,8 +221,6 @@ class Config:
 
 
 def _preset_dict(name: str) -> dict:
-    from mfjax.nn.presets import preset_path
-
     return read_yaml(preset_path(name))
 
 

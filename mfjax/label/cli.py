@@ -21,6 +21,7 @@ import warnings
 
 from mfjax.errors import MfjaxError
 from mfjax.label.levels import Settings, parse_level
+from mfjax.label.runner import label_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,8 +61,6 @@ def run(args: argparse.Namespace) -> int:
     Bad input (a level, the input file, a foreign output file) raises an ``MfjaxError`` subclass,
     printed as one line with exit status 2 by ``mfjax.cli``.
     """
-    from mfjax.label.runner import label_file
-
     levels = [parse_level(text) for text in args.level]
     if args.fidelity is not None and len(args.fidelity) != len(levels):
         print("mfjax label: give one --fidelity per --level", file=sys.stderr)

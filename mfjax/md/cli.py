@@ -10,7 +10,6 @@ Prints progress with ns/day, the stability verdict (simulated time until the run
 from __future__ import annotations
 
 import argparse
-import sys
 import typing
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -101,8 +100,3 @@ def run(args: argparse.Namespace) -> int:
     print_summary(result, cfg)
     return 0
 
-
-if __name__ == "__main__":  # pragma: no cover
-    from mfjax.cli import main
-
-    sys.exit(main(["md", *sys.argv[1:]]))

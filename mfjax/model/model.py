@@ -23,7 +23,7 @@ from mfjax.data.neighbors import neighbor_list
 from mfjax.data.single import Capacity, single_graph
 from mfjax.data.structures import structure_from_atoms
 from mfjax.errors import ConfigError
-from mfjax.model import bundle
+from mfjax.model.bundle import read_manifest, read_variables, write_delta, write_potential
 from mfjax.model.calculator import MfjaxCalculator, check_species, model_dtype
 from mfjax.model.spec import ModelSpec
 from mfjax.physics import predict as physics_predict
@@ -213,8 +213,8 @@ class Model:
         stored as they are (float32 for a training run)."""
         host = jax.device_get(self.variables)
         if self.base is None:
-            return bundle.write_potential(path, self.spec.to_dict(), host, training)
-        return bundle.write_delta(path, (self.base.spec.to_dict(), host["base"]), self.base.fidelity,
+            return write_potential(path, self.spec.to_dict(), host, training)
+        return write_delta(path, (self.base.spec.to_dict(), host["base"]), self.base.fidelity,
                                   (self.spec.to_dict(), host["delta"]), training)
 
 
@@ -237,18 +237,18 @@ def _load_potential(path: Path, manifest: dict, dtype) -> Model:
         spec = ModelSpec.from_dict(manifest)
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"{path / 'model.json'}: incomplete model manifest (missing {exc})") from None
-    return Model(spec, bundle.read_variables(path), metadata=manifest).astype(dtype)
+    return Model(spec, read_variables(path), metadata=manifest).astype(dtype)
 
 
 def load_model(path: str | Path, precision: str = "float32") -> Model:
     """Load a bundle written by ``Model.export`` (kind "potential" or "delta")."""
     path = Path(path)
     dtype = check_precision(precision)
-    manifest = bundle.read_manifest(path)
+    manifest = read_manifest(path)
     if manifest.get("kind", "potential") == "potential":
         return _load_potential(path, manifest, dtype)
     parts = {}
     for name in ("base", "delta"):
         sub = path / manifest[name]["path"]
-        parts[name] = _load_potential(sub, bundle.read_manifest(sub), dtype)
+        parts[name] = _load_potential(sub, read_manifest(sub), dtype)
     return Model.delta(parts["base"], manifest["base"]["fidelity"], parts["delta"], metadata=manifest)

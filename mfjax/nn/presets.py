@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mfjax.nn.config import ModelConfig
+from mfjax.utils.configtools import ConfigError, from_dict, read_yaml
+
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 
 
@@ -14,21 +17,13 @@ def available_presets() -> list[str]:
 def preset_path(name: str) -> Path:
     path = PRESET_DIR / f"{name}.yaml"
     if not path.exists():
-        from mfjax.utils.configtools import ConfigError
-
         raise ConfigError(f"unknown model preset {name!r}; available: {available_presets()}")
     return path
 
 
-def load_preset(name: str, **overrides) -> "ModelConfig":
+def load_preset(name: str, **overrides) -> ModelConfig:
     """The ``ModelConfig`` of a preset, with keyword overrides (validated)."""
-    import yaml
-
-    from mfjax.nn.config import ModelConfig
-    from mfjax.utils.configtools import from_dict
-
-    with open(preset_path(name)) as handle:
-        raw = yaml.safe_load(handle) or {}
+    raw = read_yaml(preset_path(name))
     raw.update(overrides)
     raw["preset"] = name
     config = from_dict(ModelConfig, raw)
