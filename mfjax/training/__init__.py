@@ -1,16 +1,8 @@
-"""Training: loss, metrics, optimiser, sharded steps, the loop, checkpoints and the CLI commands.
+"""Training: loss, metrics, optimiser, sharded steps, the one training loop (``fit``), checkpoints
+and the CLI commands.
 
-Library entry point: ``mfjax.training.train(cfg, resume=False) -> TrainResult``.
+Library entry points: ``mfjax.training.fit.fit(model, train, valid, train_cfg, ...) -> FitResult``
+(one step-budgeted loop under ``mfjax train`` and every ablation stage),
+``mfjax.training.loop.train(cfg, resume=False) -> TrainResult`` (``mfjax train``) and
+``mfjax.training.evaluation.evaluate(model, structures) -> {fidelity: metrics}``.
 """
-
-from __future__ import annotations
-
-__all__ = ["train", "TrainResult"]
-
-
-def __getattr__(name: str):
-    if name in __all__:
-        from mfjax.training import loop
-
-        return getattr(loop, name)
-    raise AttributeError(name)

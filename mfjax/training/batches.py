@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
-import jax
 import numpy as np
 from jax.sharding import Mesh
 
 from mfjax.data.batching import GraphBatcher
-from mfjax.data.graph import Graph
+from mfjax.data.graph import Graph, cast_floats
 from mfjax.training.sharding import blank_graph, put_batch, stack_graphs
 
-
-def cast_floats(graph: Graph, dtype=np.float32) -> Graph:
-    """Float arrays to ``dtype`` (the training precision); ints and bools unchanged."""
-    return jax.tree.map(
-        lambda x: np.asarray(x, dtype) if np.issubdtype(np.asarray(x).dtype, np.floating) else np.asarray(x), graph
-    )
+__all__ = ["Step", "cast_floats", "iterate_steps", "steps_per_epoch", "total_steps"]
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from mfjax.data.io import read_structures
+from mfjax.model import load_model
+from mfjax.training.evaluation import evaluate
+from mfjax.training.final import write_json_atomic
+from mfjax.training.metrics import format_table
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="exported model directory (RUN_DIR/model)")
@@ -16,11 +22,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mfjax.data.io import read_structures
-    from mfjax.inference import load_model
-    from mfjax.training.final import write_json_atomic
-    from mfjax.training.metrics import format_table
-
     model = load_model(args.model, precision=args.precision)
     if args.fidelity is not None:
         model.fidelity_index(args.fidelity)
@@ -29,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
         fidelity = model.fidelities[0]
     structures = read_structures(args.data, fidelity=fidelity, index=args.index, species=model.species,
                                  fidelities=model.fidelities, require_labels=True)
-    metrics = model.evaluate(structures)
+    metrics = evaluate(model, structures)
     print(format_table(metrics, title=f"{args.data}: {sum(m['n_structures'] for m in metrics.values())} structures"))
     if args.json:
         write_json_atomic(args.json, metrics)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from mfjax.config import load_config
+from mfjax.training.loop import train
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="experiment YAML (see `mfjax template`)")
@@ -16,9 +19,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mfjax.config import load_config
-    from mfjax.training.loop import train
-
     overrides = list(args.overrides)
     if args.output:
         overrides.append(f"output.dir={args.output}")

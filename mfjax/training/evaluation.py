@@ -1,4 +1,5 @@
-"""Evaluate variables on a batcher: per-fidelity metrics and, optionally, parity data."""
+"""Evaluate a model: per-fidelity metrics (``evaluate``), per-structure predictions
+(``predict_structures``) and, on a batcher, parity data for plots (``evaluate_batcher``)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,15 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from mfjax.data.batching import GraphBatcher
+from mfjax.data.batching import BatchBudget, GraphBatcher, budget_for
+from mfjax.data.structures import Structure
+from mfjax.model import Model
 from mfjax.training.batches import iterate_steps
+from mfjax.training.compiled import StepCache
 from mfjax.training.metrics import MetricAccumulator
-from mfjax.training.sharding import host_value
+from mfjax.training.sharding import host_value, mesh_layout
+
+__all__ = ["ParityData", "evaluate", "predict_structures", "evaluate_batcher"]
 
 
 @dataclass
@@ -74,3 +80,58 @@ def evaluate_batcher(
         if data is not None:
             _collect(data, step.batch, pred, fidelities)
     return acc.result(), data
+
+
+def _batcher(model: Model, structures: Sequence[Structure], budget: BatchBudget | None, max_graphs: int) -> GraphBatcher:
+    budget = budget_for(structures, model.cutoff, max_graphs) if budget is None else budget
+    return GraphBatcher(structures, model.cutoff, model.spec.fidelity_map, budget, shuffle=False)
+
+
+def evaluate(
+    model: Model,
+    structures: Sequence[Structure],
+    *,
+    budget: BatchBudget | None = None,
+    max_graphs: int = 16,
+    cache: StepCache | None = None,
+    mesh: Mesh | None = None,
+    parity: bool = False,
+) -> dict | tuple[dict, ParityData | None]:
+    """{fidelity: metrics} of ``model`` (a Δ model too) on labelled ``structures``, whose fidelities
+    must be the model's; with ``parity`` also the parity data. ``budget``: the batch budget (None =
+    derived from ``structures`` with ``max_graphs``); ``cache``: compiled steps to reuse; ``mesh``:
+    shard the batches over its devices (None = one device)."""
+    if not structures:
+        return ({}, None) if parity else {}
+    cache = StepCache() if cache is None else cache
+    stress = any(s.stress is not None for s in structures)
+    step = cache.eval_step(model, compute_stress=stress, mesh=mesh)
+    n_local, n_global, offset = mesh_layout(mesh)
+    metrics, data = evaluate_batcher(step, model.variables, _batcher(model, structures, budget, max_graphs),
+                                     model.fidelities, n_local, mesh, parity=parity, device_offset=offset,
+                                     n_global_devices=n_global, dtype=np.dtype(model.dtype))
+    return (metrics, data) if parity else metrics
+
+
+def predict_structures(
+    model: Model, structures: Sequence[Structure], *, budget: BatchBudget | None = None, max_graphs: int = 16,
+    cache: StepCache | None = None,
+) -> list[dict[str, np.ndarray]]:
+    """Per structure (at its own fidelity) {"energy": float, "forces": [n, 3], "stress": [3, 3] (when
+    a structure of the list has a stress label)}, one device."""
+    if not structures:
+        return []
+    cache = StepCache() if cache is None else cache
+    step_fn = cache.eval_step(model, compute_stress=any(s.stress is not None for s in structures), mesh=None)
+    out: list = [None] * len(structures)
+    for step in iterate_steps(_batcher(model, structures, budget, max_graphs), 0, 1, None, dtype=np.dtype(model.dtype)):
+        _, pred = jax.device_get(step_fn(model.variables, step.batch))
+        n_node = np.asarray(step.batch.n_node[0])
+        starts = np.concatenate([[0], np.cumsum(n_node)[:-1]])
+        for g, k in enumerate(step.structures):
+            sl = slice(starts[g], starts[g] + n_node[g])
+            item = {"energy": float(pred["energy"][0][g]), "forces": np.asarray(pred["forces"][0][sl], np.float64)}
+            if "stress" in pred:
+                item["stress"] = np.asarray(pred["stress"][0][g], np.float64)
+            out[k] = item
+    return out

@@ -5,9 +5,21 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Callable, Sequence
 
-from mfjax.training.evaluation import evaluate_batcher
+import jax
+from jax.sharding import Mesh
+
+from mfjax.config import Config
+from mfjax.data.batching import BatchBudget
+from mfjax.data.structures import Structure
+from mfjax.training.compiled import StepCache
+from mfjax.training.evaluation import evaluate
+from mfjax.training.fit import FitResult
 from mfjax.training.metrics import format_table
+from mfjax.training.plots import parity_plots
+
+__all__ = ["finish_run", "write_json_atomic"]
 
 
 def write_json_atomic(path: str | Path, obj) -> None:
@@ -20,47 +32,29 @@ def write_json_atomic(path: str | Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def finish_run(s, state, ckpt, result, run: dict, log) -> None:
-    """Evaluate the best checkpoint (EMA weights when kept) on the test split and export it."""
-    from mfjax.inference import export_model
-
-    best = ckpt.restore("best", state) if ckpt.exists("best") else None
-    chosen = "best" if best is not None else "last"
-    final_state = best[0] if best is not None else state
-    variables = final_state.variables()
-    result.best_value, result.best_epoch = run["best_value"], run["best_epoch"]
-    run_dir = Path(result.run_dir)
-    test = {}
-    if len(s.batchers["test"]):
-        test, parity = evaluate_batcher(
-            s.eval_step, variables, s.batchers["test"], s.data.fidelities, s.n_devices, s.mesh,
-            parity=s.cfg.output.plots, device_offset=s.device_offset, n_global_devices=s.n_global_devices,
-        )
-        log(format_table(test, title=f"test ({chosen} model" + (f", epoch {run['best_epoch']})" if best else ")")))
-        if parity is not None and s.n_global_devices == s.n_devices:
-            from mfjax.training.plots import parity_plots
-
+def finish_run(
+    cfg: Config, result: FitResult, test: Sequence[Structure], budget: BatchBudget, summary: dict, *,
+    cache: StepCache | None, mesh: Mesh | None, plots: bool, log: Callable[[str], None],
+) -> tuple[dict, Path | None]:
+    """Evaluate the fit's model (best weights, EMA when kept) on ``test``, write the table,
+    ``test_metrics.json``, parity plots (``plots``) and export the model; (test metrics, model dir)."""
+    run_dir = Path(cfg.output.dir)
+    chosen = "best" if result.best_step is not None else "last"
+    metrics: dict = {}
+    if test:
+        metrics, parity = evaluate(result.model, test, budget=budget, cache=cache, mesh=mesh, parity=True) if plots \
+            else (evaluate(result.model, test, budget=budget, cache=cache, mesh=mesh), None)
+        where = f", epoch {result.best_epoch})" if chosen == "best" else ")"
+        log(format_table(metrics, title=f"test ({chosen} model{where}"))
+        if parity is not None:
             paths = parity_plots(parity, run_dir / "plots")
             log(f"parity plots: {', '.join(str(p) for p in paths)}")
     else:
         log("no test structures: skipping the test table")
-    result.test_metrics = test
-    import jax
-
+    model_dir = None
     if jax.process_index() == 0:
-        write_json_atomic(run_dir / "test_metrics.json", test)
-        if not s.model.exportable:
-            log("model is a stand-in (not exportable): no export")
-            return
-        summary = {
-            "epochs": result.epochs_done, "steps": result.global_step, "chosen_checkpoint": chosen,
-            "best_metric": s.cfg.train.best_metric, "best_value": run["best_value"], "best_epoch": run["best_epoch"],
-            "test_metrics": test, "n_train": len(s.data.train), "n_valid": len(s.data.valid), "n_test": len(s.data.test),
-            "statistics": s.model.statistics,
-        }
-        result.model_dir = export_model(
-            run_dir / "model", model_config=s.cfg.model, species=s.model.species, fidelities=s.model.fidelities,
-            cutoff=s.cfg.data.cutoff, avg_num_neighbors=s.model.avg_num_neighbors,
-            variables=jax.device_get(variables), training=summary,
-        )
-        log(f"exported the {chosen} model to {result.model_dir}")
+        write_json_atomic(run_dir / "test_metrics.json", metrics)
+        model_dir = result.model.export(run_dir / "model",
+                                        training={**summary, "chosen_checkpoint": chosen, "test_metrics": metrics})
+        log(f"exported the {chosen} model to {model_dir}")
+    return metrics, model_dir

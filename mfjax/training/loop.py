@@ -1,38 +1,39 @@
-"""The training loop: epochs of sharded steps, validation, checkpoints, exact resume, guards.
+"""``train(cfg, resume=False) -> TrainResult``: the library entry point under ``mfjax train``.
 
-``train(cfg, resume=False) -> TrainResult`` is the library entry point under ``mfjax train``.
-Position bookkeeping: after every applied (or skipped) step the loop knows (epoch, step index in
-the epoch, global step); checkpoints store it with the state, so ``resume=True`` continues with the
-very next batch of the same deterministic epoch order. SIGINT finishes the current step, saves
-"last" and returns with ``interrupted=True`` (SIGTERM too, e.g. a cluster's pre-emption notice).
+It is :func:`mfjax.training.fit.fit` with ``train.epochs`` as the step budget and the run
+directory as the checkpoint directory (Orbax "last" every ``train.checkpoint_every_steps`` steps
+and at epoch ends, "best" at each improvement), plus the run's files: ``config.yaml``,
+``data_report.json``, ``train.log``, ``steps.csv`` (one row per optimiser step), ``metrics.csv``
+(per epoch; validation every ``train.eval_every`` epochs), then the test table, parity plots and
+the exported model (``final.finish_run``). ``resume=True`` continues with the very next batch and
+truncates the CSV files to the checkpoint, so a killed and resumed run writes the same files as an
+uninterrupted one. SIGINT/SIGTERM finish the current step, save "last" and return
+``interrupted=True``.
 """
 
 from __future__ import annotations
 
-import math
-import signal
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Mapping, Sequence
 
-import numpy as np
+from tqdm.auto import tqdm
 
 from mfjax.config import Config, save_config
-from mfjax.errors import MfjaxError
+from mfjax.data.batching import budget_outliers
+from mfjax.data.dataset import load_data
+from mfjax.errors import DataError
+from mfjax.model import Model
 from mfjax.training import logs as logs_lib
-from mfjax.training.batches import iterate_steps, steps_per_epoch
-from mfjax.training.checkpoint import Checkpoints
-from mfjax.training.evaluation import evaluate_batcher
-from mfjax.training.metrics import format_table, mean_metric
-from mfjax.training.setup import RunSetup, setup_run
-from mfjax.training.sharding import host_value, init_distributed, put_replicated
+from mfjax.training.compiled import StepCache
+from mfjax.training.final import finish_run, write_json_atomic
+from mfjax.training.fit import Callback, FitResult, NonFiniteLossError, fit
+from mfjax.training.metrics import format_table
+from mfjax.training.setup import batch_budget, best_fidelity, initial_model
+from mfjax.training.sharding import init_distributed, make_mesh, mesh_layout
 
-
-class NonFiniteLossError(MfjaxError, RuntimeError):
-    """Too many non-finite losses in a row; the message names the last batch's structures."""
+__all__ = ["train", "TrainResult", "NonFiniteLossError"]
 
 
 @dataclass
@@ -46,25 +47,8 @@ class TrainResult:
     valid_metrics: dict = field(default_factory=dict)
     test_metrics: dict = field(default_factory=dict)
     model_dir: Path | None = None
-
-
-@contextmanager
-def _sigint_flag():
-    """Yield a dict whose "stop" turns True on SIGINT or SIGTERM (the step in flight finishes first)."""
-    flag = {"stop": False}
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def handler(signum, frame):
-        flag["stop"] = True
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield flag
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    model: Model | None = None
+    fit: FitResult | None = None
 
 
 class _Printer:
@@ -79,149 +63,108 @@ class _Printer:
             handle.write(text + "\n")
 
 
-def _meta(epoch: int, step: int, global_step: int, run: dict) -> dict:
-    return {"epoch": epoch, "step_in_epoch": step, "global_step": global_step, **run}
+class RunFiles(Callback):
+    """steps.csv, metrics.csv, the progress bar and the log lines of a ``mfjax train`` run."""
+
+    def __init__(self, cfg: Config, run_dir: Path, fidelities: Sequence[str], select: str, log, budget_line: str):
+        self.cfg, self.fids, self.select, self.log, self.budget_line = cfg, tuple(fidelities), select, log, budget_line
+        self.steps_log = logs_lib.step_log(run_dir, fidelities)
+        self.metrics_log = logs_lib.metrics_log(run_dir, fidelities)
+        self.bar = None
+        self.pending: list[str] = []
+        self.t0 = 0.0
+
+    def on_start(self, epoch: int, step_in_epoch: int, global_step: int, total: int) -> None:
+        self.steps_log.truncate(lambda r: int(r["step"]) <= global_step)
+        self.metrics_log.truncate(lambda r: int(r["epoch"]) <= epoch)
+        self.log(f"{self.budget_line}; {total} steps over {self.cfg.train.epochs} epochs")
+        if self.cfg.output.progress:
+            self.bar = tqdm(total=total, initial=global_step, desc="training", leave=False, dynamic_ncols=True)
+        self.t0 = time.perf_counter()
+
+    def on_step(self, global_step: int, epoch: int, index: int, logs: Mapping[str, Any]) -> None:
+        self.steps_log.append(logs_lib.step_row(global_step, epoch, index, logs, self.fids))
+        if self.bar is not None:
+            self.bar.set_postfix({"epoch": epoch + 1, "loss": f"{float(logs['loss']):.3g}"}, refresh=False)
+            self.bar.update(1)
+
+    def on_validation(self, global_step, epoch, metrics, value, best, epoch_end) -> None:
+        lines = [format_table(metrics, title=f"validation, epoch {epoch + 1}" if epoch_end else
+                              f"validation, step {global_step}")]
+        if best:
+            where = f"epoch {epoch + 1}" if epoch_end else f"step {global_step}"
+            lines.append(f"new best {self.select} {self.cfg.train.best_metric} = {value:.5g} ({where})")
+        if epoch_end:
+            self.pending = lines  # printed after the epoch's line
+        else:
+            for line in lines:
+                self.log(line)
+
+    def on_epoch_end(self, epoch, global_step, train_loss, per_fidelity, valid, lr) -> None:
+        self.metrics_log.append(logs_lib.metrics_row(epoch + 1, global_step, train_loss, per_fidelity, valid, self.fids,
+                                                     lr, time.perf_counter() - self.t0))
+        losses = "  ".join(f"{f} {v:.4g}" for f, v in zip(self.fids, per_fidelity))
+        self.log(f"epoch {epoch + 1}/{self.cfg.train.epochs}  step {global_step}  train loss {train_loss:.4g} "
+                 f"({losses})  lr {lr:.3g}")
+        for line in self.pending:
+            self.log(line)
+        self.pending = []
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
-def train(
-    cfg: Config,
-    resume: bool = False,
-    *,
-    model_builder: Callable | None = None,
-    echo: bool = True,
-    stop_after_steps: int | None = None,
-) -> TrainResult:
-    """Train ``cfg`` into ``cfg.output.dir`` (see module docstring). ``stop_after_steps`` stops (as
-    SIGINT would) once the global step reaches it — for tests and time-boxed jobs."""
+def train(cfg: Config, resume: bool = False, *, echo: bool = True, stop_after_steps: int | None = None) -> TrainResult:
+    """Train ``cfg`` into ``cfg.output.dir`` (see the module docstring). ``stop_after_steps`` stops
+    (as SIGINT would) once the global step reaches it — for tests and time-boxed jobs."""
     init_distributed(cfg.train.distributed)
     run_dir = Path(cfg.output.dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     log = _Printer(run_dir, echo)
     save_config(cfg, run_dir / "config.yaml")
-    s = setup_run(cfg, model_builder=model_builder)
-    log("Data accounting\n" + s.data.report.format())
-    from mfjax.training.final import write_json_atomic
-
-    write_json_atomic(run_dir / "data_report.json", s.data.report.to_dict())
-    log(f"batch budget: {s.budget.n_graph - 1} structures, {s.budget.n_node} nodes, {s.budget.n_edge} edges per "
-        f"device; {s.n_global_devices} device(s); {s.total_steps} steps over {cfg.train.epochs} epochs")
-    ckpt = Checkpoints(run_dir)
-    state = put_replicated(s.initial_state(), s.mesh)
-    run = {"best_value": None, "best_epoch": None, "nonfinite_in_row": 0, "epoch_loss_sum": 0.0,
-           "epoch_fid_sum": [0.0] * len(s.data.fidelities), "epoch_steps": 0}
-    epoch, start, global_step = 0, 0, 0
-    if resume:
-        restored = ckpt.restore("last", state)
-        if restored is None:
-            log("--resume: no checkpoint in this run directory; starting from scratch")
-        else:
-            state, meta = restored
-            epoch, start, global_step = meta["epoch"], meta["step_in_epoch"], meta["global_step"]
-            run.update({k: meta[k] for k in run if k in meta})
-            log(f"resumed at epoch {epoch + 1}, step {start} of the epoch (global step {global_step})")
-    steps_log = logs_lib.step_log(run_dir, s.data.fidelities)
-    metrics_log = logs_lib.metrics_log(run_dir, s.data.fidelities)
-    steps_log.truncate(lambda r: int(r["step"]) <= global_step)
-    metrics_log.truncate(lambda r: int(r["epoch"]) <= epoch)
-    result = TrainResult(run_dir=run_dir, global_step=global_step, epochs_done=epoch)
-    t0 = time.perf_counter()
-    with _sigint_flag() as flag:
-        while epoch < cfg.train.epochs:
-            state, global_step, stopped = _run_epoch(s, state, ckpt, run, epoch, start, global_step, steps_log, log,
-                                                     flag, stop_after_steps)
-            result.global_step = global_step
-            if stopped:
-                ckpt.save("last", state, _meta(epoch, stopped, global_step, run))
-                log(f"interrupted: saved the last checkpoint at epoch {epoch + 1}, step {stopped} "
-                    f"(global step {global_step}); continue with --resume")
-                result.interrupted = True
-                ckpt.close()
-                return result
-            result.valid_metrics = _end_epoch(s, state, ckpt, run, epoch, global_step, metrics_log, log, t0)
-            epoch, start = epoch + 1, 0
-            run.update(epoch_loss_sum=0.0, epoch_fid_sum=[0.0] * len(s.data.fidelities), epoch_steps=0)
-            ckpt.save("last", state, _meta(epoch, 0, global_step, run))
-            result.epochs_done = epoch
-    from mfjax.training.final import finish_run
-
-    finish_run(s, state, ckpt, result, run, log)
-    ckpt.close()
-    return result
-
-
-def _run_epoch(s: RunSetup, state, ckpt, run, epoch, start, global_step, steps_log, log, flag, stop_after):
-    """Steps of one epoch from ``start``; returns (state, global_step, stopped step index or 0)."""
-    cfg = s.cfg
-    n_steps = steps_per_epoch(s.batchers["train"], epoch, s.n_global_devices)
-    bar = None
-    if cfg.output.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n_steps, initial=start, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
-                   dynamic_ncols=True)
-    fids = s.data.fidelities
-    for step in iterate_steps(s.batchers["train"], epoch, s.n_devices, s.mesh, start=start,
-                              device_offset=s.device_offset, n_global_devices=s.n_global_devices):
-        state, out = s.train_step(state, step.batch)
-        out = host_value(out)
-        global_step += 1
-        steps_log.append(logs_lib.step_row(global_step, epoch, step.index, out, fids))
-        if bool(out["finite"]):
-            run["nonfinite_in_row"] = 0
-            run["epoch_loss_sum"] += float(out["loss"])
-            run["epoch_fid_sum"] = [a + float(b) for a, b in zip(run["epoch_fid_sum"], out["per_fidelity_loss"])]
-            run["epoch_steps"] += 1
-        else:
-            run["nonfinite_in_row"] += 1
-            names = [s.batchers["train"].structures[i].where for i in step.structures]
-            message = (f"non-finite loss/gradient at global step {global_step} (loss={float(out['loss'])}, "
-                       f"grad norm={float(out['grad_norm'])}): step skipped; batch structures: {'; '.join(names)}")
-            log(message)
-            if run["nonfinite_in_row"] >= cfg.train.max_nonfinite_steps:
-                ckpt.save("last", state, _meta(epoch, step.index + 1, global_step, run))
-                raise NonFiniteLossError(
-                    f"{run['nonfinite_in_row']} non-finite losses in a row (train.max_nonfinite_steps = "
-                    f"{cfg.train.max_nonfinite_steps}); stopping. Last batch: {'; '.join(names)}. Check these "
-                    f"structures (mfjax check-data) or lower train.lr / set train.grad_clip."
-                )
-        if bar is not None:
-            n = max(run["epoch_steps"], 1)
-            bar.set_postfix({f"loss_{f}": f"{v / n:.3g}" for f, v in zip(fids, run["epoch_fid_sum"])}, refresh=False)
-            bar.update(1)
-        every = cfg.train.checkpoint_every_steps
-        stop = flag["stop"] or (stop_after is not None and global_step >= stop_after)
-        if stop:
-            if bar is not None:
-                bar.close()
-            return state, global_step, step.index + 1
-        if every and global_step % every == 0 and step.index + 1 < n_steps:
-            ckpt.save("last", state, _meta(epoch, step.index + 1, global_step, run))
-    if bar is not None:
-        bar.close()
-    return state, global_step, 0
-
-
-def _end_epoch(s: RunSetup, state, ckpt, run, epoch, global_step, metrics_log, log, t0) -> dict:
-    cfg = s.cfg
-    n = max(run["epoch_steps"], 1)
-    train_loss = run["epoch_loss_sum"] / n
-    per_fid = [v / n for v in run["epoch_fid_sum"]]
-    valid: dict = {}
-    is_eval = (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs
-    if is_eval and len(s.batchers["valid"]):
-        valid, _ = evaluate_batcher(s.eval_step, state.variables(), s.batchers["valid"], s.data.fidelities,
-                                    s.n_devices, s.mesh, device_offset=s.device_offset,
-                                    n_global_devices=s.n_global_devices)
-    lr = float(np.asarray(s.schedule(max(global_step - 1, 0))))
-    metrics_log.append(logs_lib.metrics_row(epoch + 1, global_step, train_loss, per_fid, valid, s.data.fidelities,
-                                            lr, time.perf_counter() - t0))
-    losses = "  ".join(f"{f} {v:.4g}" for f, v in zip(s.data.fidelities, per_fid))
-    log(f"epoch {epoch + 1}/{cfg.train.epochs}  step {global_step}  train loss {train_loss:.4g} ({losses})  lr {lr:.3g}")
-    if valid:
-        log(format_table(valid, title=f"validation, epoch {epoch + 1}"))
-        value = mean_metric(valid, cfg.train.best_metric)
-        if math.isfinite(value) and (run["best_value"] is None or value < run["best_value"]):
-            run["best_value"], run["best_epoch"] = value, epoch + 1
-            ckpt.save("best", state, _meta(epoch + 1, 0, global_step, run))
-            log(f"new best {cfg.train.best_metric} = {value:.5g} (epoch {epoch + 1})")
-    return valid
+    data = load_data(cfg.data)
+    if not data.train:
+        raise DataError("the training split is empty: add data or lower data.split.valid/test")
+    log("Data accounting\n" + data.report.format())
+    write_json_atomic(run_dir / "data_report.json", data.report.to_dict())
+    source = "data.fidelities" if cfg.data.fidelities is not None else "the order first seen in the data files"
+    log(f"fidelities (index order, from {source}): {', '.join(data.fidelities)}")
+    everything = data.train + data.valid + data.test
+    budget = batch_budget(cfg, everything)
+    for warning in budget_outliers(everything, cfg.data.cutoff):
+        log(f"warning: {warning}")
+    select, why = best_fidelity(cfg.train, data)
+    if not any(s.fidelity == select for s in data.valid):
+        log(f"best weights: no {select!r} validation frames; selecting on the mean over fidelities")
+        select_arg = None
+    else:
+        log(f"best weights: lowest validation {cfg.train.best_metric} of {select!r} ({why})")
+        select_arg = select
+    model, stats = initial_model(cfg, data)
+    mesh = make_mesh()
+    n_local, n_global, _ = mesh_layout(mesh)
+    budget_line = (f"batch budget: {budget.n_graph - 1} structures, {budget.n_node} nodes, {budget.n_edge} edges per "
+                   f"device; {n_global} device(s)")
+    files = RunFiles(cfg, run_dir, data.fidelities, select if select_arg else "mean", log, budget_line)
+    cache = StepCache()
+    stop = (lambda gs: gs >= stop_after_steps) if stop_after_steps is not None else None
+    try:
+        result = fit(model, data.train, data.valid, cfg.train, budget=budget, epochs=cfg.train.epochs,
+                     select=select_arg, eval_every_epochs=cfg.train.eval_every,
+                     eval_every_steps=cfg.train.eval_every_steps, checkpoint_dir=run_dir, resume=resume,
+                     cache=cache, mesh=mesh, callbacks=[files], stop=stop, log=log)
+    finally:
+        files.close()
+    out = TrainResult(run_dir=run_dir, epochs_done=result.epochs, global_step=result.steps,
+                      interrupted=result.interrupted, best_value=result.best_value, best_epoch=result.best_epoch,
+                      valid_metrics=result.valid_metrics, model=result.model, fit=result)
+    if result.interrupted:
+        return out
+    summary = {"epochs": result.epochs, "steps": result.steps, "best_metric": cfg.train.best_metric,
+               "best_fidelity": select_arg, "best_value": result.best_value, "best_epoch": result.best_epoch,
+               "best_step": result.best_step, "n_train": len(data.train), "n_valid": len(data.valid),
+               "n_test": len(data.test), "statistics": stats}
+    out.test_metrics, out.model_dir = finish_run(cfg, result, data.test, budget, summary, cache=cache, mesh=mesh,
+                                                 plots=cfg.output.plots and n_local == n_global, log=log)
+    return out

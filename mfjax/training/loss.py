@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mfjax.data.graph import Graph, node_graph_index
+from mfjax.errors import ConfigError
 
 KBAR_PER_EV_A3 = 1602.1766208
 GPA_PER_EV_A3 = 160.21766208
@@ -54,8 +55,6 @@ def settings_from_config(loss_cfg) -> LossSettings:
 
 def fidelity_weight_vector(fidelities: Sequence[str], weights: Mapping[str, float]) -> np.ndarray:
     """[n_fid] per-fidelity structure weights (1 where not given). Unknown names are an error."""
-    from mfjax.errors import ConfigError
-
     unknown = sorted(set(weights) - set(fidelities))
     if unknown:
         raise ConfigError(

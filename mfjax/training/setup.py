@@ -1,125 +1,60 @@
-"""Everything a run needs before its first step: data, statistics, model, batchers, mesh, steps."""
+"""What ``mfjax train`` decides before its first step: the batch budget, the initial model (E0,
+scale and mean neighbour count fitted on the training split, into ``ModelSpec`` / ``spec.init``)
+and the fidelity whose validation metric selects the best weights."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Sequence
 
-import jax
 import numpy as np
-from jax.sharding import Mesh
 
-from mfjax.config import Config
-from mfjax.data.batching import BatchBudget, GraphBatcher, budget_for
-from mfjax.data.dataset import LoadedData, load_data
-from mfjax.training import loss as loss_lib
-from mfjax.training.batches import cast_floats, total_steps
-from mfjax.training.optim import make_optimizer
-from mfjax.training.sharding import local_batch_count, make_mesh
-from mfjax.training.state import TrainState, create_state
-from mfjax.training.step import make_eval_step, make_predict_fn, make_train_step
+from mfjax.config import Config, TrainConfig
+from mfjax.data import statistics
+from mfjax.data.batching import BatchBudget, pad_graph, run_budget, structures_to_graph
+from mfjax.data.dataset import LoadedData
+from mfjax.data.graph import cast_floats
+from mfjax.data.structures import Structure
+from mfjax.errors import ConfigError
+from mfjax.model import Model, ModelSpec
 
-
-@dataclass
-class ModelBundle:
-    """A model as training sees it: ``apply_fn(variables, graph, edge_vectors) -> [N]`` atomic
-    energies, initial variables, and what an export records."""
-
-    apply_fn: Callable
-    variables: dict
-    species: tuple[int, ...]
-    fidelities: tuple[str, ...]
-    avg_num_neighbors: float
-    statistics: dict[str, Any]
-    exportable: bool = True  # False for stand-in models that ``load_model`` cannot rebuild
+__all__ = ["batch_budget", "example_graph", "initial_model", "best_fidelity"]
 
 
-def build_potential(cfg: Config, data: LoadedData, example, seed: int) -> ModelBundle:
-    """The SevenNet-style ``Potential`` with E0, scale and mean neighbour count fitted on train."""
-    from mfjax.data import statistics
-    from mfjax.nn.model import Potential, init_variables
+def batch_budget(cfg: Config, structures: Sequence[Structure]) -> BatchBudget:
+    """``train.batch`` over ``structures`` (every structure the run batches)."""
+    b = cfg.train.batch
+    return run_budget(structures, cfg.data.cutoff, b.max_graphs, b.max_nodes, b.max_edges)
 
+
+def example_graph(structure: Structure, spec: ModelSpec, dtype=np.float32):
+    """A small padded float32 graph of one structure (what ``spec.init`` traces the network with)."""
+    graph = structures_to_graph([structure], spec.cutoff, {structure.fidelity: 0})
+    return cast_floats(pad_graph(graph, structure.num_atoms + 1, max(len(graph.senders), 1), 2), dtype)
+
+
+def initial_model(cfg: Config, data: LoadedData) -> tuple[Model, dict]:
+    """A fresh ``Potential`` for ``data`` (seed ``train.seed``) and its statistics {e0, scale,
+    avg_num_neighbors}: E0 per fidelity by ridge (``train.e0_alpha``), scale = force RMS and the
+    mean neighbour count, all over the training split."""
     e0 = statistics.fit_e0(data.train, data.species, data.fidelities, alpha=cfg.train.e0_alpha)
     scale = statistics.force_rms(data.train)
-    avg_nn = statistics.avg_num_neighbors(data.train, cfg.data.cutoff)
-    module = Potential(cfg.model, tuple(data.species), tuple(data.fidelities), float(avg_nn))
-    variables = init_variables(module, jax.random.PRNGKey(seed), jax.tree.map(np.asarray, example), e0=e0, scale=scale)
-    return ModelBundle(
-        apply_fn=module.apply, variables=variables, species=tuple(data.species), fidelities=tuple(data.fidelities),
-        avg_num_neighbors=float(avg_nn),
-        statistics={"e0": np.asarray(e0).tolist(), "scale": float(scale), "avg_num_neighbors": float(avg_nn)},
-    )
+    avg_nn = float(statistics.avg_num_neighbors(data.train, cfg.data.cutoff))
+    spec = ModelSpec(cfg.model, tuple(data.species), tuple(data.fidelities), avg_nn)
+    variables = spec.init(cfg.train.seed, example_graph(data.train[0], spec), e0=e0, scale=scale)
+    stats = {"e0": np.asarray(e0).tolist(), "scale": float(scale), "avg_num_neighbors": avg_nn}
+    return Model(spec, variables), stats
 
 
-@dataclass
-class RunSetup:
-    cfg: Config
-    data: LoadedData
-    model: ModelBundle
-    batchers: dict[str, GraphBatcher]
-    budget: BatchBudget
-    mesh: Mesh
-    n_devices: int  # per-device batches fed by this process per step
-    n_global_devices: int
-    device_offset: int
-    total_steps: int
-    optimizer: Any
-    schedule: Any
-    train_step: Callable
-    eval_step: Callable
-    compute_stress: bool
-
-    def initial_state(self) -> TrainState:
-        return create_state(self.model.variables, self.optimizer, self.cfg.train.seed, self.cfg.train.ema is not None)
-
-
-def _budget(cfg: Config, data: LoadedData) -> BatchBudget:
-    b = cfg.train.batch
-    everything = data.train + data.valid + data.test
-    derived = budget_for(everything, cfg.data.cutoff, b.max_graphs)
-    return BatchBudget(
-        n_node=b.max_nodes or derived.n_node, n_edge=b.max_edges or derived.n_edge, n_graph=b.max_graphs + 1
-    )
-
-
-def setup_run(cfg: Config, *, data: LoadedData | None = None, model_builder: Callable | None = None) -> RunSetup:
-    """Load data (unless given), build the model (``model_builder(cfg, data, example, seed)``,
-    default :func:`build_potential`), batchers over fixed budgets, the mesh and the jitted steps."""
-    data = load_data(cfg.data) if data is None else data
-    if not data.train:
-        from mfjax.errors import DataError
-
-        raise DataError("the training split is empty: add data or lower data.split.valid/test")
-    fid_index = data.fidelity_index
-    budget = _budget(cfg, data)
-    batchers = {
-        "train": GraphBatcher(data.train, cfg.data.cutoff, fid_index, budget, shuffle=True, seed=cfg.train.seed),
-        "valid": GraphBatcher(data.valid, cfg.data.cutoff, fid_index, budget, shuffle=False),
-        "test": GraphBatcher(data.test, cfg.data.cutoff, fid_index, budget, shuffle=False),
-    }
-    mesh = make_mesh()
-    n_local = local_batch_count(mesh)
-    n_global = mesh.devices.size
-    offset = [i for i, d in enumerate(mesh.devices.flat) if d.process_index == jax.process_index()][0]
-    example = cast_floats(batchers["train"].batch(batchers["train"].plan(0)[0]))
-    model = (model_builder or build_potential)(cfg, data, example, cfg.train.seed)
-    steps = total_steps(batchers["train"], cfg.train.epochs, n_global)
-    optimizer, schedule = make_optimizer(cfg.train, steps)
-    compute_stress = cfg.train.compute_stress
-    if compute_stress is None:
-        compute_stress = any(s.stress is not None for s in data.train)
-    settings = loss_lib.settings_from_config(cfg.train.loss)
-    fw = loss_lib.fidelity_weight_vector(data.fidelities, cfg.train.loss.fidelity_weights)
-    train_predict = make_predict_fn(model.apply_fn, compute_stress)
-    eval_predict = make_predict_fn(
-        model.apply_fn, any(s.stress is not None for s in data.valid + data.test) or compute_stress
-    )
-    return RunSetup(
-        cfg=cfg, data=data, model=model, batchers=batchers, budget=budget, mesh=mesh, n_devices=n_local,
-        n_global_devices=n_global, device_offset=offset, total_steps=steps, optimizer=optimizer, schedule=schedule,
-        train_step=make_train_step(train_predict, optimizer, settings, fw, ema_decay=cfg.train.ema, schedule=schedule, mesh=mesh),
-        eval_step=make_eval_step(eval_predict, len(data.fidelities), mesh),
-        compute_stress=bool(compute_stress),
-    )
-
-
+def best_fidelity(train_cfg: TrainConfig, data: LoadedData) -> tuple[str, str]:
+    """(fidelity whose ``best_metric`` selects the best weights, why): ``train.best_fidelity``, else
+    the fidelity with the fewest training frames (the scarce high fidelity of a multi-fidelity run)."""
+    if train_cfg.best_fidelity is not None:
+        if train_cfg.best_fidelity not in data.fidelities:
+            raise ConfigError(f"train.best_fidelity {train_cfg.best_fidelity!r} is not a fidelity of the data; "
+                              f"available: {list(data.fidelities)}")
+        return train_cfg.best_fidelity, "train.best_fidelity"
+    counts = {name: 0 for name in data.fidelities}
+    for s in data.train:
+        counts[s.fidelity] += 1
+    name = min([f for f in data.fidelities if counts[f]] or data.fidelities, key=lambda f: counts[f])
+    return name, f"fewest training frames ({counts[name]}; set train.best_fidelity to choose)"

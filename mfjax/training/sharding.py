@@ -57,6 +57,15 @@ def local_batch_count(mesh: Mesh) -> int:
     return sum(1 for d in mesh.devices.flat if d.process_index == jax.process_index())
 
 
+def mesh_layout(mesh: Mesh | None) -> tuple[int, int, int]:
+    """(per-device batches this process feeds, devices of the mesh, this process's first device)
+    per step; (1, 1, 0) without a mesh."""
+    if mesh is None:
+        return 1, 1, 0
+    offset = [i for i, d in enumerate(mesh.devices.flat) if d.process_index == jax.process_index()][0]
+    return local_batch_count(mesh), int(mesh.devices.size), offset
+
+
 def stack_graphs(graphs: Sequence[Graph]) -> Graph:
     """Stack equally padded graphs on a new leading (device) axis (numpy, host side)."""
     return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *graphs)

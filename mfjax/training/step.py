@@ -22,10 +22,11 @@ import optax
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
+from mfjax import physics
 from mfjax.data.graph import Graph
 from mfjax.training import loss as loss_lib
 from mfjax.training.metrics import metric_sums
-from mfjax.training.optim import ema_update
+from mfjax.training.optim import ema_update, learning_rate
 from mfjax.training.sharding import batch_sharding, replicated
 from mfjax.training.state import TrainState
 
@@ -34,7 +35,6 @@ PredictFn = Callable[[Mapping[str, Any], Graph], Mapping[str, jax.Array]]
 
 def make_predict_fn(apply_fn: Callable, compute_stress: bool) -> PredictFn:
     """``(variables, graph) -> {"energy", "forces"[, "stress"]}`` via ``mfjax.physics.predict``."""
-    from mfjax import physics
 
     def predict_fn(variables, graph):
         return physics.predict(apply_fn, variables, graph, compute_stress=compute_stress)
@@ -92,6 +92,13 @@ def _where_tree(pred, new, old):
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
 
 
+def _only(trainable: tuple[str, ...] | None, new, old):
+    """``new`` in the top-level param groups of ``trainable`` (all when None), ``old`` elsewhere."""
+    if trainable is None or new is None:
+        return new
+    return {k: (v if k in trainable else old[k]) for k, v in new.items()}
+
+
 def make_train_step(
     predict_fn: PredictFn,
     optimizer: optax.GradientTransformation,
@@ -99,23 +106,29 @@ def make_train_step(
     fidelity_weights: np.ndarray,
     *,
     ema_decay: float | None = None,
-    schedule: optax.Schedule | None = None,
+    trainable: tuple[str, ...] | None = None,
     mesh: Mesh | None = None,
     state_sharding=None,
     donate: bool = True,
 ):
     """A jitted ``(state, batch) -> (state, logs)``; logs hold loss, per_fidelity_loss [n_fid],
-    grad_norm, lr, finite and the per-fidelity label counts."""
+    grad_norm, lr (the learning rate of this update, read from the optimiser state), finite and the
+    per-fidelity label counts.
+
+    trainable: top-level param groups that train (None = all): the others get a zero gradient, no
+    update (not even weight decay) and an unchanged EMA — a frozen backbone stays bit-identical.
+    """
     loss_fn = make_loss_fn(predict_fn, settings, fidelity_weights, mesh)
 
     def step(state: TrainState, batch: Graph):
         (loss, (per_fid, sums)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, state.constants, batch
         )
+        grads = _only(trainable, grads, jax.tree.map(jnp.zeros_like, grads))
         grad_norm = optax.global_norm(grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        ema = None if state.ema is None else ema_update(state.ema, params, ema_decay, state.step)
+        params = _only(trainable, optax.apply_updates(state.params, updates), state.params)
+        ema = None if state.ema is None else _only(trainable, ema_update(state.ema, params, ema_decay, state.step), state.ema)
         rng, _ = jax.random.split(state.rng)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         new = state.replace(params=params, opt_state=opt_state, ema=ema, step=state.step + 1, rng=rng)
@@ -125,7 +138,7 @@ def make_train_step(
             "per_fidelity_loss": per_fid,
             "grad_norm": grad_norm,
             "finite": finite,
-            "lr": jnp.asarray(schedule(state.step) if schedule is not None else 0.0, jnp.float32),
+            "lr": jnp.asarray(learning_rate(state.opt_state), jnp.float32),
             "counts": sums["energy_count"] + sums["forces_count"] + sums["stress_count"],
         }
         return new, logs
