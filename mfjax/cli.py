@@ -2,7 +2,9 @@
 
 Each sub-command lives in the module that owns its feature and provides
 ``add_arguments(parser)`` and ``run(args) -> int``. Errors derived from ``MfjaxError`` (bad data,
-bad config) print one line and exit 2; ``--debug`` shows the traceback.
+bad config) print one line and exit 2; ``--debug`` shows the traceback. JAX's persistent
+compilation cache is on for every command (``mfjax.utils.compilation_cache``; opt out with
+``MFJAX_NO_COMPILATION_CACHE=1``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import importlib
 import sys
 
 from mfjax.errors import MfjaxError
+from mfjax.utils import compilation_cache
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -47,6 +50,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(_command_of(argv)).parse_args(argv)
+    compilation_cache.enable()
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except MfjaxError as exc:

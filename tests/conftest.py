@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -44,3 +46,8 @@ def make_atoms():
         return atoms
 
     return factory
+
+
+# The CLI turns JAX's persistent compilation cache on (mfjax.utils.compilation_cache); tests run
+# without it (tests/test_compilation_cache.py turns it on in a temporary folder).
+os.environ.setdefault("MFJAX_NO_COMPILATION_CACHE", "1")
