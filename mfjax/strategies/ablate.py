@@ -10,12 +10,15 @@
 * ``summary.json`` (data sizes, settings, timings) and, with ``ablation.export``, every model under
   ``runs/<strategy>_f<fraction>_s<seed>/model`` (a "delta" bundle for delta).
 
-``resume=True`` keeps the rows of an existing ``results.csv`` and runs only the missing ones.
+Every stage checkpoints into ``OUT/stages/`` (``base.Context``). ``resume=True`` keeps the rows of
+an existing ``results.csv``, runs only the missing ones and continues a killed stage from its last
+checkpoint; the checkpoints of a run are removed once its row is written (the LF models' stay).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -27,7 +30,8 @@ from mfjax.strategies import append, delta, hf_only, multi_fidelity, report, tra
 from mfjax.strategies.base import Context, Outcome
 from mfjax.strategies.data import prepare_data
 from mfjax.strategies.settings import AblationSettings
-from mfjax.strategies.trainer import Model, export_potential
+from mfjax.training.sharding import init_distributed
+from mfjax.utils.configtools import to_dict
 
 __all__ = ["RUNNERS", "ablate", "run_strategy"]
 
@@ -45,7 +49,11 @@ RUNNERS: dict[str, Callable[[Context, list, int], Outcome]] = {
 def run_strategy(ctx: Context, name: str, fraction: float, seed: int) -> tuple[Outcome, dict]:
     """Train strategy ``name`` on the HF subset of (fraction, seed); evaluate it; one results row."""
     hf_train = ctx.data.hf_subset(fraction, seed)
-    outcome = RUNNERS[name](ctx, hf_train, seed)
+    ctx.run_tag = run_tag(name, fraction, seed)
+    try:
+        outcome = RUNNERS[name](ctx, hf_train, seed)
+    finally:
+        ctx.run_tag = None
     row = {"strategy": name, "hf_fraction": fraction, "seed": seed, "n_hf_train": len(hf_train),
            "n_lf_train": outcome.notes.get("n_lf_train", 0), "steps": outcome.steps,
            "train_seconds": round(outcome.seconds, 1)}
@@ -55,37 +63,34 @@ def run_strategy(ctx: Context, name: str, fraction: float, seed: int) -> tuple[O
     return outcome, row
 
 
+def run_tag(name: str, fraction: float, seed: int) -> str:
+    """The directory name of one run (stage checkpoints, exported model)."""
+    return f"{name}_f{fraction:g}_s{seed}"
+
+
 def evaluate_outcome(ctx: Context, outcome: Outcome) -> dict:
     """Columns of the HF test, HF uncovered and (if the model has the LF fidelity) LF test metrics."""
-    d, t = ctx.data, ctx.trainer
+    d = ctx.data
     cols = {}
-    cols.update(report.metric_columns("hf_test", t.evaluate(outcome.model, d.hf_test).get(d.high)))
-    cols.update(report.metric_columns("hf_uncovered", t.evaluate(outcome.model, d.hf_uncovered).get(d.high)))
-    lf = t.evaluate(outcome.model, d.lf_test).get(d.low) if outcome.low is not None else None
+    cols.update(report.metric_columns("hf_test", ctx.evaluate(outcome.model, d.hf_test).get(d.high)))
+    cols.update(report.metric_columns("hf_uncovered", ctx.evaluate(outcome.model, d.hf_uncovered).get(d.high)))
+    lf = ctx.evaluate(outcome.model, d.lf_test).get(d.low) if outcome.low is not None else None
     cols.update(report.metric_columns("lf_test", lf))
     return cols
 
 
 def _lf_row(ctx: Context, seed: int) -> dict:
     """The shared LF model as an HF surrogate (HF frames predicted at the LF fidelity) and on LF test."""
-    d, t = ctx.data, ctx.trainer
+    d = ctx.data
     fitted = ctx.lf_model(seed)
     as_low = lambda ss: [replace(s, fidelity=d.low) for s in ss]  # noqa: E731
     row = {"strategy": "lf_model", "hf_fraction": 0.0, "seed": seed, "n_hf_train": 0, "n_lf_train": len(d.lf_train),
            "steps": fitted.steps, "train_seconds": round(fitted.seconds, 1),
            "notes": json.dumps({"energies": "LF reference energies: not comparable with HF energies"})}
-    row.update(report.metric_columns("hf_test", t.evaluate(fitted.model, as_low(d.hf_test)).get(d.low)))
-    row.update(report.metric_columns("hf_uncovered", t.evaluate(fitted.model, as_low(d.hf_uncovered)).get(d.low)))
-    row.update(report.metric_columns("lf_test", t.evaluate(fitted.model, d.lf_test).get(d.low)))
+    row.update(report.metric_columns("hf_test", ctx.evaluate(fitted.model, as_low(d.hf_test)).get(d.low)))
+    row.update(report.metric_columns("hf_uncovered", ctx.evaluate(fitted.model, as_low(d.hf_uncovered)).get(d.low)))
+    row.update(report.metric_columns("lf_test", ctx.evaluate(fitted.model, d.lf_test).get(d.low)))
     return row
-
-
-def _export(ctx: Context, outcome: Outcome, row: dict, path: Path) -> None:
-    training = {"row": row}
-    if isinstance(outcome.model, delta.DeltaPair):
-        delta.export_delta(path, outcome.model, ctx.cfg.data.cutoff, training)
-    elif isinstance(outcome.model, Model):
-        export_potential(path, outcome.model, ctx.cfg.data.cutoff, training)
 
 
 def ablate(
@@ -99,15 +104,16 @@ def ablate(
 ) -> list[dict]:
     """Run the ablation of ``settings`` on the data of ``cfg`` into ``out_dir``; returns the rows."""
     t_start = time.perf_counter()
+    init_distributed(cfg.train.distributed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = prepare_data(cfg, settings, loaded)
     log(f"data: {data.summary()}")
-    ctx = Context(cfg, settings, data, out, log=log)
+    ctx = Context(cfg, settings, data, out, log=log, resume=resume)
     csv_path = out / "results.csv"
     rows = report.read_csv(csv_path) if resume and csv_path.exists() else []
     done = {(r["strategy"], float(r["hf_fraction"]), int(r["seed"])) for r in rows}
-    seeds = [settings.seed_offset + k for k in range(settings.seeds)]
+    seeds = [cfg.train.seed + k for k in range(settings.seeds)]
     plan = [(name, f, s) for s in seeds for f in settings.hf_fractions for name in settings.strategies]
     needs_lf = {"transfer", "delta", "append"}
     for k, (name, fraction, seed) in enumerate(plan, start=1):
@@ -125,7 +131,8 @@ def ablate(
         rows.append(row)
         report.write_csv(csv_path, rows)
         if settings.export:
-            _export(ctx, outcome, row, out / "runs" / f"{name}_f{fraction:g}_s{seed}" / "model")
+            outcome.model.export(out / "runs" / run_tag(name, fraction, seed) / "model", training={"row": row})
+        shutil.rmtree(out / "stages" / run_tag(name, fraction, seed), ignore_errors=True)
         f_mae = row.get("hf_test_forces_mae_ev_a")
         e_mae = row.get("hf_test_energy_mae_mev_atom")
         log(f"[run {k}/{len(plan)}] {tag}: HF test F MAE {_fmt(f_mae, 1000)} meV/Å, E MAE {_fmt(e_mae)} meV/atom "
@@ -135,7 +142,7 @@ def ablate(
     (out / "results.md").write_text(report.markdown(rows, order))
     report.plot(rows, order, out / "learning_curves.png", title=f"{data.low} -> {data.high}")
     summary = {"data": data.summary(), "settings": _plain(settings), "runs": len(plan),
-               "compilations": ctx.trainer.compilations, "compile_seconds": round(ctx.trainer.compile_seconds, 1),
+               "compilations": ctx.cache.compilations, "compile_seconds": round(ctx.cache.compile_seconds, 1),
                "seconds": round(time.perf_counter() - t_start, 1)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     log(f"wrote {csv_path}, {out / 'results.md'}, {out / 'learning_curves.png'} ({summary['seconds']} s)")
@@ -147,6 +154,4 @@ def _fmt(value, scale: float = 1.0) -> str:
 
 
 def _plain(settings: AblationSettings) -> dict:
-    from mfjax.utils.configtools import to_dict
-
     return to_dict(settings)

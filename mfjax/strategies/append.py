@@ -8,32 +8,29 @@ validation structures, then trains on LF + HF data like ``multi_fidelity``.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Sequence
 
+import jax
 import numpy as np
 
 from mfjax.data.structures import Structure
+from mfjax.model import Model
+from mfjax.nn.model import append_fidelity
 from mfjax.strategies.base import Context, Outcome
-from mfjax.strategies.trainer import Model
 
 
 def append_model(ctx: Context, lf: Model, hf_train: Sequence[Structure]) -> Model:
     """``lf`` (fidelities (low,)) with the HF fidelity appended: fidelities (low, high)."""
-    from mfjax.nn.model import append_fidelity
-
     d = ctx.data
     row = ctx.e0(hf_train, (d.high,))[0]
     variables, fids = append_fidelity(lf.variables, lf.spec.config, lf.fidelities, d.high, e0_row=row)
-    import jax
-
-    return Model(replace(lf.spec, fidelities=tuple(fids)), jax.device_get(variables))
+    return lf.replace(spec=lf.spec.with_fidelities(tuple(fids)), variables=jax.device_get(variables))
 
 
 def old_fidelity_shift(ctx: Context, before: Model, after: Model, structures: Sequence[Structure]) -> float:
     """max |E_after - E_before| (eV) at the old fidelity over ``structures``."""
-    a = ctx.trainer.predict(before, structures)
-    b = ctx.trainer.predict(after, structures)
+    a = ctx.predict(before, structures)
+    b = ctx.predict(after, structures)
     return float(max((abs(x["energy"] - y["energy"]) for x, y in zip(a, b)), default=0.0))
 
 
@@ -44,9 +41,7 @@ def run(ctx: Context, hf_train: Sequence[Structure], seed: int) -> Outcome:
     probe = (d.lf_valid or d.lf_train)[:8]
     shift = old_fidelity_shift(ctx, lf, model, probe)
     train = list(d.lf_train) + list(hf_train)
-    fitted = ctx.trainer.fit(
-        model, train, d.hf_valid, steps=ctx.settings.steps.append, seed=seed, select=d.high,
-        fidelity_weights=ctx.fidelity_weights(), label=f"append s{seed}",
-    )
+    fitted = ctx.fit(model, train, d.hf_valid, steps=ctx.settings.steps.append, seed=seed, select=d.high,
+                     stage="append", fidelity_weights=ctx.fidelity_weights())
     notes = {"n_lf_train": len(d.lf_train), "append_lf_shift_ev": float(np.float32(shift))}
     return Outcome(fitted.model, [fitted], notes, low=d.low)

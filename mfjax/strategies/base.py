@@ -1,38 +1,51 @@
-"""What strategies share: the ablation ``Context`` (config, data, trainer, the cached LF model) and
-the ``Outcome`` a strategy returns.
+"""What strategies share: the ablation ``Context`` (config, data, compiled steps, the cached LF
+model, stage checkpoints) and the ``Outcome`` a strategy returns.
 
 A strategy is a function ``run(ctx, hf_train, seed) -> Outcome``; ``hf_train`` is the HF training
 subset of this (fraction, seed), identical for every strategy. The LF model (trained on all LF
 training data) is the starting point of transfer, delta and append, and is trained once per seed.
+
+Every stage is one :func:`mfjax.training.fit.fit` (``Context.fit``) that checkpoints into
+``OUT/stages/<run>/<stage>/`` (``<run>`` = ``<strategy>_f<fraction>_s<seed>``, or
+``lf_model_s<seed>`` for the LF pre-training), so ``mfjax ablate --resume`` continues a killed
+stage from its last checkpoint, and a finished LF model is restored instead of retrained.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-import jax
 import numpy as np
 
 from mfjax.config import Config
 from mfjax.data.statistics import fit_e0, force_rms
 from mfjax.data.structures import Structure
+from mfjax.model import Model, ModelSpec
 from mfjax.strategies.data import AblationData
 from mfjax.strategies.settings import AblationSettings
-from mfjax.strategies.trainer import Fitted, Model, ModelSpec, Trainer, init_model
-from mfjax.training.batches import cast_floats
+from mfjax.training.compiled import StepCache
+from mfjax.training.evaluation import evaluate, predict_structures
+from mfjax.training.fit import Callback, FitResult, fit
+from mfjax.training.setup import example_graph
+from mfjax.training.sharding import make_mesh
 
-__all__ = ["Outcome", "Context"]
+__all__ = ["Outcome", "Context", "StageInterrupted"]
+
+
+class StageInterrupted(KeyboardInterrupt):
+    """A stage stopped on SIGINT/SIGTERM after saving its checkpoint (continue with --resume)."""
 
 
 @dataclass
 class Outcome:
-    """A trained strategy: the HF potential (``Model`` or ``DeltaPair``), its training stages, notes
-    for the results table, and whether the model also predicts the low fidelity (``low``)."""
+    """A trained strategy: the HF potential (a ``Model``; a Δ model for delta), its training stages,
+    notes for the results table, and whether the model also predicts the low fidelity (``low``)."""
 
-    model: Any
-    stages: list[Fitted]
+    model: Model
+    stages: list[FitResult]
     notes: dict[str, Any] = field(default_factory=dict)
     low: str | None = None
 
@@ -45,17 +58,42 @@ class Outcome:
         return int(sum(f.steps for f in self.stages))
 
 
+class _StageLog(Callback):
+    """One line per validation: step, loss and the selection value."""
+
+    def __init__(self, label: str, select: str, metric: str, log: Callable[[str], None]):
+        self.label, self.select, self.metric, self.log = label, select, metric, log
+        self.total, self.loss = 0, math.nan
+
+    def on_start(self, epoch, step_in_epoch, global_step, total) -> None:
+        self.total = total
+
+    def on_step(self, global_step, epoch, index, logs) -> None:
+        self.loss = float(logs["loss"])
+
+    def on_validation(self, global_step, epoch, metrics, value, best, epoch_end) -> None:
+        shown = "-" if value is None else f"{value:.4g}"
+        self.log(f"  {self.label} step {global_step}/{self.total}  loss {self.loss:.4g}  "
+                 f"valid {self.select} {self.metric} {shown}")
+
+
 class Context:
-    """Config, data and trainer of one ablation, plus the per-seed LF model cache."""
+    """Config, data, compiled steps and stage checkpoints of one ablation, plus the LF model cache.
+
+    resume: continue stages from their checkpoints (else a stage starts afresh); run_tag: the
+    ``<strategy>_f<fraction>_s<seed>`` directory of the current run (set by ``ablate``).
+    """
 
     def __init__(self, cfg: Config, settings: AblationSettings, data: AblationData, out_dir: str | Path,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, *, resume: bool = False, cache: StepCache | None = None):
         self.cfg, self.settings, self.data, self.log = cfg, settings, data, log
         self.out_dir = Path(out_dir)
-        self.trainer = Trainer(cfg, data.budget, data.compute_stress, eval_every=settings.eval_every, log=log)
-        self._lf: dict[int, Fitted] = {}
-        example = self.trainer.batcher(data.hf_pool[:1], (data.high,)).batch([0])
-        self.example = jax.tree.map(np.asarray, cast_floats(example))
+        self.resume = bool(resume)
+        self.cache = StepCache() if cache is None else cache
+        self.mesh = make_mesh()
+        self.run_tag: str | None = None
+        self._lf: dict[int, FitResult] = {}
+        self.callbacks: list[Callback] = []  # extra callbacks of every stage (tests, monitoring)
 
     # ---- models ---------------------------------------------------------------------------------
     def spec(self, fidelities: Sequence[str], mode: str = "conditioning") -> ModelSpec:
@@ -64,27 +102,71 @@ class Context:
         return ModelSpec(config, tuple(self.data.species), tuple(fidelities), self.data.avg_num_neighbors)
 
     def e0(self, structures: Sequence[Structure], fidelities: Sequence[str]) -> np.ndarray:
-        """E0 [F, S] fitted per fidelity on ``structures`` (ridge with ``ablation.e0_alpha``, SPEC §3)."""
-        return fit_e0(structures, self.data.species, tuple(fidelities), alpha=self.settings.e0_alpha)
+        """E0 [F, S] fitted per fidelity on ``structures`` (ridge with ``train.e0_alpha``, SPEC §3)."""
+        return fit_e0(structures, self.data.species, tuple(fidelities), alpha=self.cfg.train.e0_alpha)
 
     def fresh(self, spec: ModelSpec, train: Sequence[Structure], seed: int) -> Model:
         """A new model with E0 and scale (force RMS) fitted on ``train``."""
-        return init_model(spec, seed, self.example, self.e0(train, spec.fidelities), force_rms(train))
+        example = example_graph(self.data.hf_pool[0], spec)
+        return Model(spec, spec.init(seed, example, e0=self.e0(train, spec.fidelities), scale=force_rms(train)))
 
     def fidelity_weights(self) -> dict[str, float]:
         """``train.loss.fidelity_weights`` for runs that mix fidelities."""
         return dict(self.cfg.train.loss.fidelity_weights)
 
-    def lf_model(self, seed: int) -> Fitted:
-        """The LF-only model of ``seed`` (all LF training data, ``steps.pretrain``), trained once."""
+    # ---- training and evaluation ------------------------------------------------------------------
+    def stage_dir(self, stage: str, seed: int) -> Path:
+        return self.out_dir / "stages" / (self.run_tag or f"run_s{seed}") / stage
+
+    def eval_every(self, steps: int) -> int:
+        """``train.eval_every_steps``, else a tenth of the stage."""
+        every = self.cfg.train.eval_every_steps
+        return int(every) if every is not None else max(1, int(steps) // 10)
+
+    def fit(self, model: Model, train: Sequence[Structure], valid: Sequence[Structure], *, steps: int, seed: int,
+            select: str, stage: str, fidelity_weights: Mapping[str, float] | None = None,
+            trainable: Sequence[str] | None = None) -> FitResult:
+        """One stage: ``fit`` for ``steps`` steps with ``train.*``, the ablation's budget and compiled
+        steps, best weights on ``select``'s validation metric, checkpoints in ``stage_dir(stage)``.
+
+        fidelity_weights: per-fidelity structure weights (1 where not given; names the model does
+        not have are ignored); trainable: top-level param groups that train (None = all).
+        """
+        weights = {k: v for k, v in (fidelity_weights or {}).items() if k in model.fidelities}
+        directory = self.stage_dir(stage, seed)
+        label = f"{self.run_tag or 'run'}/{stage}"
+        result = fit(model, train, valid, self.cfg.train, budget=self.data.budget, steps=steps, seed=seed,
+                     select=select, fidelity_weights=weights, trainable=trainable, eval_every_steps=self.eval_every(steps),
+                     checkpoint_dir=directory, checkpoint_epochs=False, resume=self.resume,
+                     compute_stress=self.data.compute_stress, cache=self.cache, mesh=self.mesh,
+                     callbacks=[_StageLog(label, select, self.cfg.train.best_metric, self.log), *self.callbacks],
+                     log=self.log)
+        if result.interrupted:
+            raise StageInterrupted(f"{label} interrupted at step {result.steps}: continue with mfjax ablate --resume")
+        return result
+
+    def evaluate(self, model: Model, structures: Sequence[Structure]) -> dict:
+        """{fidelity: metrics} of ``model`` on ``structures`` (the ablation's budget and steps)."""
+        return evaluate(model, structures, budget=self.data.budget, cache=self.cache, mesh=self.mesh)
+
+    def predict(self, model: Model, structures: Sequence[Structure]) -> list[dict]:
+        """Per-structure predictions (``predict_structures``) at each structure's fidelity."""
+        return predict_structures(model, structures, budget=self.data.budget, cache=self.cache)
+
+    # ---- the shared LF model -----------------------------------------------------------------------
+    def lf_model(self, seed: int) -> FitResult:
+        """The LF-only model of ``seed`` (all LF training data, ``steps.pretrain``), trained once
+        (restored from its finished checkpoint on --resume)."""
         if seed not in self._lf:
             d = self.data
             self.log(f"pre-training the low-fidelity model ({d.low}, {len(d.lf_train)} structures, seed {seed})")
             model = self.fresh(self.spec((d.low,)), d.lf_train, seed)
-            self._lf[seed] = self.trainer.fit(
-                model, d.lf_train, d.lf_valid, steps=self.settings.steps.pretrain, seed=seed, select=d.low,
-                label=f"lf_model s{seed}",
-            )
+            tag, self.run_tag = self.run_tag, f"lf_model_s{seed}"
+            try:
+                self._lf[seed] = self.fit(model, d.lf_train, d.lf_valid, steps=self.settings.steps.pretrain, seed=seed,
+                                          select=d.low, stage="pretrain")
+            finally:
+                self.run_tag = tag
         return self._lf[seed]
 
     def has_lf_model(self, seed: int) -> bool:

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import argparse
 
+from mfjax.strategies.ablate import ablate
+from mfjax.strategies.settings import load_ablation_config
+from mfjax.utils.configtools import ConfigError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="experiment YAML with an `ablation:` section")
@@ -18,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="subset of hf_only,transfer,delta,multi_fidelity,multi_fidelity_heads,append")
     parser.add_argument("--quick", action="store_true", help="CI-sized run: the config's ablation.quick overrides")
     parser.add_argument("--output", default=None, metavar="DIR", help="results directory (default: output.dir)")
-    parser.add_argument("--resume", action="store_true", help="keep rows of an existing results.csv, run the rest")
+    parser.add_argument("--resume", action="store_true", help="keep rows of an existing results.csv, run the rest; a killed stage continues from its "
+                             "last checkpoint (OUT/stages/)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set ablation.steps.hf=200 (repeatable)")
 
@@ -28,10 +33,6 @@ def _list(text: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mfjax.strategies.ablate import ablate
-    from mfjax.strategies.settings import load_ablation_config
-    from mfjax.utils.configtools import ConfigError
-
     overrides = list(args.overrides)
     if args.hf_fractions is not None:
         try:

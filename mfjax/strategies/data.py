@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from mfjax.config import Config
-from mfjax.data.batching import BatchBudget, budget_for
+from mfjax.data.batching import BatchBudget, run_budget
 from mfjax.data.dataset import LoadedData, load_data, match_pairs
 from mfjax.data.statistics import avg_num_neighbors
 from mfjax.data.structures import Structure
@@ -105,8 +105,7 @@ def prepare_data(cfg: Config, settings: AblationSettings, loaded: LoadedData | N
     used = [s for s in everything if s.fidelity in (low, high)]
     train_all = data_parts["lf_train"] + data_parts["hf_pool"]
     b = cfg.train.batch
-    derived = budget_for(used, cfg.data.cutoff, b.max_graphs)
-    budget = BatchBudget(n_node=b.max_nodes or derived.n_node, n_edge=b.max_edges or derived.n_edge, n_graph=b.max_graphs + 1)
+    budget = run_budget(used, cfg.data.cutoff, b.max_graphs, b.max_nodes, b.max_edges)
     stress = cfg.train.compute_stress
     if stress is None:
         stress = any(s.stress is not None for s in used)

@@ -14,6 +14,5 @@ def run(ctx: Context, hf_train: Sequence[Structure], seed: int) -> Outcome:
     if any(s.fidelity != d.high for s in hf_train):
         raise ValueError("hf_only: the training structures must all be high-fidelity")
     model = ctx.fresh(ctx.spec((d.high,)), hf_train, seed)
-    fitted = ctx.trainer.fit(model, hf_train, d.hf_valid, steps=ctx.settings.steps.hf, seed=seed, select=d.high,
-                             label=f"hf_only s{seed}")
+    fitted = ctx.fit(model, hf_train, d.hf_valid, steps=ctx.settings.steps.hf, seed=seed, select=d.high, stage="hf")
     return Outcome(fitted.model, [fitted], {"n_lf_train": 0})

@@ -17,10 +17,8 @@ def _run(ctx: Context, hf_train: Sequence[Structure], seed: int, mode: str) -> O
     d = ctx.data
     train = list(d.lf_train) + list(hf_train)
     model = ctx.fresh(ctx.spec((d.low, d.high), mode), train, seed)
-    fitted = ctx.trainer.fit(
-        model, train, d.hf_valid, steps=ctx.settings.steps.joint, seed=seed, select=d.high,
-        fidelity_weights=ctx.fidelity_weights(), label=f"multi_fidelity[{mode}] s{seed}",
-    )
+    fitted = ctx.fit(model, train, d.hf_valid, steps=ctx.settings.steps.joint, seed=seed, select=d.high,
+                     stage="joint", fidelity_weights=ctx.fidelity_weights())
     return Outcome(fitted.model, [fitted], {"n_lf_train": len(d.lf_train), "fidelity_mode": mode}, low=d.low)
 
 

@@ -14,9 +14,13 @@ An ablation config is an ordinary mfjax config (``data``, ``model``, ``train``, 
       quick: ["ablation.hf_fractions=[0.1,1.0]", ...]   # overrides applied by --quick
 
 Every strategy of one (fraction, seed) sees the same HF training subset, the same validation and
-test sets, the same model size and the same seed; ``train.lr``, ``train.lr_final``, ``train.ema``,
-``train.grad_clip``, ``train.batch`` and ``train.loss`` apply to every stage. Budgets are in
-optimiser steps (not epochs) so that the cost of a table is known in advance.
+test sets, the same model size and the same seed. Every stage is one ``mfjax.training.fit.fit``
+with the ``train:`` section: optimiser, weight decay, schedule and warm-up, clipping, EMA, batch,
+loss, ``e0_alpha``, ``best_metric``, ``eval_every_steps`` (null = a tenth of the stage),
+``checkpoint_every_steps``, ``max_nonfinite_steps``, ``compute_stress``, ``distributed``; the
+seeds are ``train.seed``, ``train.seed + 1``, ... Budgets are in optimiser steps (not epochs) so
+that the cost of a table is known in advance: ``train.epochs``, ``train.eval_every`` (epochs) and
+``train.best_fidelity`` (an ablation selects on its high fidelity) are rejected.
 """
 
 from __future__ import annotations
@@ -42,8 +46,18 @@ DEFAULT_QUICK = (
     "ablation.steps.hf=30",
     "ablation.steps.joint=60",
     "ablation.steps.append=30",
-    "ablation.eval_every=30",
+    "train.eval_every_steps=30",
 )
+
+#: ``train`` keys without meaning in an ablation -> why.
+TRAIN_KEYS_REJECTED = {
+    "epochs": "stage budgets are optimiser steps: ablation.steps.{pretrain,hf,joint,append}",
+    "eval_every": "it counts epochs; use train.eval_every_steps",
+    "best_fidelity": "every stage selects on its own fidelity (the LF model on ablation.low, the rest on ablation.high)",
+}
+
+#: Removed ``ablation`` keys -> the key that replaces them.
+ABLATION_KEYS_MOVED = {"e0_alpha": "train.e0_alpha", "eval_every": "train.eval_every_steps", "seed_offset": "train.seed"}
 
 
 @dataclass(frozen=True)
@@ -70,14 +84,8 @@ class AblationSettings:
     strategies: tuple[str, ...] = option(STRATEGIES, f"Strategies to run, from {list(STRATEGIES)}.")
     hf_fractions: tuple[float, ...] = option((0.01, 0.03, 0.1, 0.3, 1.0), "Fractions of the HF training set.")
     seeds: int = option(1, "Number of seeds (subset draw + initialisation); tables show mean ± std.")
-    seed_offset: int = option(0, "First seed.")
     min_hf_train: int = option(1, "At least this many HF training structures at any fraction.")
     steps: StageSteps = option(doc="Optimiser steps per stage.", factory=StageSteps)
-    e0_alpha: float = option(
-        0.1, "Ridge alpha of every E0 fit (SPEC: 0.1). With total energies of ~1e3 eV/atom (all-electron "
-        "codes) 0.1 shrinks E0 by eV on small sets; use e.g. 1e-8 there."
-    )
-    eval_every: int = option(100, "Validate every this many steps; the best validation weights are kept.")
     transfer_freeze: Literal["none", "backbone"] = option(
         "none", "Transfer fine-tuning: train all weights, or freeze everything but the readout."
     )
@@ -100,10 +108,8 @@ class AblationSettings:
             raise ConfigError(f"{where}.strategies: unknown {unknown}; choose from {list(STRATEGIES)}")
         if not self.hf_fractions or any(not 0.0 < f <= 1.0 for f in self.hf_fractions):
             raise ConfigError(f"{where}.hf_fractions must be in (0, 1], got {list(self.hf_fractions)}")
-        if self.e0_alpha < 0:
-            raise ConfigError(f"{where}.e0_alpha must be >= 0, got {self.e0_alpha}")
-        if self.seeds < 1 or self.min_hf_train < 1 or self.eval_every < 1:
-            raise ConfigError(f"{where}: seeds, min_hf_train and eval_every must be >= 1")
+        if self.seeds < 1 or self.min_hf_train < 1:
+            raise ConfigError(f"{where}: seeds and min_hf_train must be >= 1")
 
 
 def load_ablation_config(
@@ -125,6 +131,20 @@ def load_ablation_config(
         apply_overrides(raw, list(section.get("quick", DEFAULT_QUICK)))
     apply_overrides(raw, list(overrides or []))
     section = raw.pop("ablation", None) or {}
+    _reject_shadowing(raw, section)
     settings = from_dict(AblationSettings, section, "ablation")
     cfg = load_config(path, data=raw)
     return cfg, settings
+
+
+def _reject_shadowing(raw: dict, section) -> None:
+    """ConfigError for ``train`` keys an ablation cannot honour and for removed ``ablation`` keys."""
+    train = raw.get("train") or {}
+    if isinstance(train, dict):
+        for key, why in TRAIN_KEYS_REJECTED.items():
+            if key in train:
+                raise ConfigError(f"train.{key} is not used by mfjax ablate ({why}); remove it from the ablation config")
+    if isinstance(section, dict):
+        for key, new in ABLATION_KEYS_MOVED.items():
+            if key in section:
+                raise ConfigError(f"ablation.{key} was removed: use {new} (one key for mfjax train and mfjax ablate)")

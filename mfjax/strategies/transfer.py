@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
+
 from mfjax.data.structures import Structure
+from mfjax.model import Model
 from mfjax.strategies.base import Context, Outcome
-from mfjax.strategies.trainer import Model, with_fidelities
 
 #: Param groups trained when the backbone is frozen.
 HEAD = ("readout",)
@@ -20,16 +22,17 @@ HEAD = ("readout",)
 def initial_model(ctx: Context, lf: Model, hf_train: Sequence[Structure]) -> Model:
     """The LF weights renamed to the HF fidelity, with E0 refitted on ``hf_train``."""
     high = ctx.data.high
-    return with_fidelities(lf, (high,), e0=ctx.e0(hf_train, (high,)))
+    constants = dict(lf.variables["constants"])
+    old = np.asarray(constants["e0"])
+    constants["e0"] = np.asarray(ctx.e0(hf_train, (high,)), old.dtype).reshape(old.shape)
+    return lf.replace(spec=lf.spec.with_fidelities((high,)), variables={**lf.variables, "constants": constants})
 
 
 def run(ctx: Context, hf_train: Sequence[Structure], seed: int) -> Outcome:
     d = ctx.data
     lf = ctx.lf_model(seed)
     freeze = ctx.settings.transfer_freeze == "backbone"
-    fitted = ctx.trainer.fit(
-        initial_model(ctx, lf.model, hf_train), hf_train, d.hf_valid, steps=ctx.settings.steps.hf, seed=seed,
-        select=d.high, trainable=HEAD if freeze else None, label=f"transfer s{seed}",
-    )
+    fitted = ctx.fit(initial_model(ctx, lf.model, hf_train), hf_train, d.hf_valid, steps=ctx.settings.steps.hf,
+                     seed=seed, select=d.high, stage="fine_tune", trainable=HEAD if freeze else None)
     notes = {"n_lf_train": len(d.lf_train), "fine_tune": "readout only (backbone frozen)" if freeze else "all weights"}
     return Outcome(fitted.model, [fitted], notes)
