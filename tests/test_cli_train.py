@@ -6,11 +6,11 @@ import csv
 import json
 
 import yaml
+from helpers.synthetic import write_synthetic_dataset
 
 from mfjax.cli import main
 from mfjax.config import load_config
 from mfjax.training.metrics import METRIC_KEYS
-from mfjax.training.toy import write_synthetic_dataset
 
 
 def test_train_then_evaluate(tmp_path, capsys):
@@ -23,6 +23,8 @@ def test_train_then_evaluate(tmp_path, capsys):
     assert rc == 0
     # data accounting, per-epoch validation tables, the final test table
     assert "Data accounting" in out and "lo.extxyz" in out and "total" in out
+    assert "fidelities (index order, from the order first seen in the data files): lo, hi" in out
+    assert "best weights: lowest validation forces_rmse_ev_a of 'hi' (fewest training frames" in out
     assert out.count("validation, epoch") == 2 and "test (best model" in out
     assert json.loads((run / "data_report.json").read_text())["frames_read"] == 52
     for name in ("config.yaml", "data_report.json", "metrics.csv", "steps.csv", "test_metrics.json", "train.log"):
@@ -51,6 +53,26 @@ def test_train_then_evaluate(tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(run / "model"), str(tmp_path / "data" / "hi.extxyz"), "--fidelity", "x"]) == 2
     assert "unknown fidelity 'x'" in capsys.readouterr().err
+
+
+def test_fidelity_order_and_best_fidelity_from_the_config(tmp_path, capsys):
+    raw = write_synthetic_dataset(tmp_path / "data")
+    raw["data"]["fidelities"] = ["hi", "lo"]
+    raw["train"].update(epochs=1, best_fidelity="lo", eval_every_steps=3)
+    raw["output"]["plots"] = False
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(raw))
+    run = tmp_path / "run"
+    assert main(["train", str(cfg_path), "--output", str(run), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "fidelities (index order, from data.fidelities): hi, lo" in out
+    assert "best weights: lowest validation forces_rmse_ev_a of 'lo' (train.best_fidelity)" in out
+    assert "validation, step 3" in out and "validation, epoch 1" in out  # eval_every_steps and the epoch end
+    manifest = json.loads((run / "model" / "model.json").read_text())
+    assert manifest["fidelities"] == ["hi", "lo"] and manifest["training"]["best_fidelity"] == "lo"
+    cfg_path.write_text(yaml.safe_dump({**raw, "train": {**raw["train"], "best_fidelity": "ccsd"}}))
+    assert main(["train", str(cfg_path), "--output", str(tmp_path / "bad")]) == 2
+    assert "train.best_fidelity 'ccsd'" in capsys.readouterr().err
 
 
 def test_template_is_a_loadable_config(tmp_path, capsys):

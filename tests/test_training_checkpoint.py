@@ -1,4 +1,5 @@
-"""Checkpoints: round trip, exact resume (stop + resume, and SIGKILL mid-epoch + resume)."""
+"""Checkpoints of the real ``Potential`` (tiny config): round trip, exact resume (stop + resume, and
+SIGKILL mid-epoch + resume, SIGINT)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,22 @@ import time
 import jax
 import numpy as np
 import pytest
+from helpers.synthetic import (
+    TINY_MODEL,
+    synthetic_atoms,
+    to_structures,
+    write_synthetic_dataset,
+)
 
 from mfjax.config import load_config
-from mfjax.training import optim, state as state_lib
+from mfjax.model import ModelSpec
+from mfjax.nn.presets import load_preset
+from mfjax.training import optim
+from mfjax.training import state as state_lib
 from mfjax.training.checkpoint import Checkpoints
 from mfjax.training.loop import train
+from mfjax.training.setup import example_graph
 from mfjax.training.sharding import make_mesh, put_replicated
-from mfjax.training.toy import ToyPotential, toy_builder, write_synthetic_dataset
 
 
 def _rows(path, drop=("time_s",)):
@@ -32,15 +42,17 @@ def _rows(path, drop=("time_s",)):
 def test_checkpoint_round_trip(tmp_path, ema):
     cfg = load_config(data={"data": {"datasets": [{"path": "x"}]}, "train": {"grad_clip": 1.0}})
     opt, _ = optim.make_optimizer(cfg.train, 100)
-    model = ToyPotential((1, 8), ("a", "b"))
+    overrides = {k: v for k, v in TINY_MODEL.items() if k != "preset"}
+    spec = ModelSpec(load_preset("small", cutoff=4.0, **overrides), (18, 29), ("a", "b"), 4.0)
+    example = example_graph(to_structures(synthetic_atoms(1, "a"))[0], spec)
     mesh = make_mesh()
-    s = state_lib.create_state(model.init(jax.random.PRNGKey(0)), opt, 0, ema)
+    s = state_lib.create_state(spec.init(0, example), opt, 0, ema)
     s = put_replicated(s.replace(step=s.step + 7, rng=jax.random.split(s.rng)[0]), mesh)
     ckpt = Checkpoints(tmp_path)
     assert not ckpt.exists("last")
     ckpt.save("last", s, {"epoch": 2, "step_in_epoch": 3})
     ckpt.save("last", s, {"epoch": 2, "step_in_epoch": 4})  # same training step twice is fine
-    target = put_replicated(state_lib.create_state(model.init(jax.random.PRNGKey(1)), opt, 0, ema), mesh)
+    target = put_replicated(state_lib.create_state(spec.init(1, example), opt, 0, ema), mesh)
     restored, meta = ckpt.restore("last", target)
     assert meta == {"epoch": 2, "step_in_epoch": 4}
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), jax.device_get(s))
@@ -50,13 +62,13 @@ def test_checkpoint_round_trip(tmp_path, ema):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """One uninterrupted run (toy model, periodic checkpoints every 2 steps) to compare against."""
+    """One uninterrupted run (tiny real model, periodic checkpoints every 2 steps) to compare against."""
     root = tmp_path_factory.mktemp("ref")
     raw = write_synthetic_dataset(root / "data")
     raw["train"]["checkpoint_every_steps"] = 2
     raw["output"]["plots"] = False
     full = load_config(data=raw, overrides=[f"output.dir={root / 'full'}"])
-    result = train(full, model_builder=toy_builder, echo=False)
+    result = train(full, echo=False)
     return raw, result, root / "full"
 
 
@@ -64,9 +76,9 @@ def test_stop_and_resume_is_exact(tmp_path, reference):
     raw, ref, ref_dir = reference
     part = load_config(data=raw, overrides=[f"output.dir={tmp_path / 'part'}"])
     n_total = ref.global_step
-    stopped = train(part, model_builder=toy_builder, echo=False, stop_after_steps=n_total // 2 + 1)
+    stopped = train(part, echo=False, stop_after_steps=n_total // 2 + 1)
     assert stopped.interrupted and stopped.global_step == n_total // 2 + 1
-    resumed = train(part, resume=True, model_builder=toy_builder, echo=False)
+    resumed = train(part, resume=True, echo=False)
     assert not resumed.interrupted and resumed.global_step == n_total
     assert _rows(ref_dir / "steps.csv") == _rows(tmp_path / "part" / "steps.csv")
     assert _rows(ref_dir / "metrics.csv") == _rows(tmp_path / "part" / "metrics.csv")
@@ -76,17 +88,17 @@ def test_stop_and_resume_is_exact(tmp_path, reference):
 KILL_SCRIPT = textwrap.dedent(
     """
     import json, sys, time
-    import mfjax.training.loop as loop
+    import mfjax.training.fit as fit
     from mfjax.config import load_config
-    from mfjax.training.toy import toy_builder
-    slow = loop.iterate_steps
+    from mfjax.training.loop import train
+    slow = fit.iterate_steps
     def iterate_steps(*args, **kwargs):  # slow the run down so the parent can kill it mid-epoch
         for step in slow(*args, **kwargs):
             time.sleep(0.15)
             yield step
-    loop.iterate_steps = iterate_steps
+    fit.iterate_steps = iterate_steps
     cfg = load_config(data=json.loads(sys.argv[1]))
-    loop.train(cfg, resume=len(sys.argv) > 2, model_builder=toy_builder, echo=False)
+    train(cfg, resume=len(sys.argv) > 2, echo=False)
     """
 )
 
@@ -111,7 +123,7 @@ def test_sigkill_mid_epoch_then_resume_reproduces_the_run(tmp_path, reference):
     proc.wait()
     killed_rows = _rows(steps_csv)
     assert epoch0 < len(killed_rows) < len(ref_rows)
-    resumed = train(load_config(data=raw), resume=True, model_builder=toy_builder, echo=False)
+    resumed = train(load_config(data=raw), resume=True, echo=False)
     assert resumed.global_step == ref.global_step
     rows = _rows(steps_csv)
     assert rows == ref_rows  # the loss curve after the resume point is the uninterrupted one
@@ -138,7 +150,7 @@ def test_sigint_finishes_the_step_saves_and_resumes_exactly(tmp_path, reference)
     assert "interrupted: saved the last checkpoint" in log
     n_done = len(_rows(steps_csv))
     assert 3 <= n_done < ref.global_step
-    resumed = train(load_config(data=raw), resume=True, model_builder=toy_builder, echo=False)
+    resumed = train(load_config(data=raw), resume=True, echo=False)
     assert f"global step {n_done})" in (tmp_path / "int" / "train.log").read_text()  # nothing lost, nothing redone
     assert _rows(steps_csv) == _rows(ref_dir / "steps.csv")
     assert resumed.test_metrics == ref.test_metrics

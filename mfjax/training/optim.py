@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 __all__ = ["SCHEDULES", "ScheduleState", "make_schedule", "make_optimizer", "optimizer_key", "learning_rate",
@@ -29,11 +30,11 @@ class ScheduleState(NamedTuple):
     hyper: jax.Array
 
 
-def _hyper(lr: float, lr_final: float, total_steps: int, kind: str, warmup_steps: int) -> jax.Array:
+def _hyper(lr: float, lr_final: float, total_steps: int, kind: str, warmup_steps: int) -> np.ndarray:
     if kind not in SCHEDULES:
         raise ValueError(f"unknown schedule {kind!r}; choose from {list(SCHEDULES)}")
-    return jnp.asarray([lr, lr_final, max(int(warmup_steps), 0), max(int(total_steps), 1), SCHEDULES.index(kind)],
-                       jnp.float32)
+    return np.asarray([lr, lr_final, max(int(warmup_steps), 0), max(int(total_steps), 1), SCHEDULES.index(kind)],
+                      np.float32)
 
 
 def schedule_value(hyper: jax.Array, step: jax.Array) -> jax.Array:
@@ -58,12 +59,13 @@ def make_schedule(
     return lambda step: schedule_value(hyper, step)
 
 
-def _scale_by_schedule(hyper: jax.Array) -> optax.GradientTransformation:
-    """Multiply updates by -lr(count), with the schedule's numbers stored in the state by ``init``."""
+def _scale_by_schedule(hyper: np.ndarray) -> optax.GradientTransformation:
+    """Multiply updates by -lr(count), with the schedule's numbers stored in the state by ``init``
+    (a new array per state: a donated state never takes another's buffers with it)."""
 
     def init(params) -> ScheduleState:
         del params
-        return ScheduleState(jnp.zeros((), jnp.int32), hyper)
+        return ScheduleState(jnp.zeros((), jnp.int32), jnp.asarray(hyper))
 
     def update(updates, state: ScheduleState, params=None):
         del params
