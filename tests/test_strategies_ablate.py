@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.synthetic import synthetic_config
 
+import mfjax.training.fit as fit_module
 from mfjax.cli import main
 from mfjax.strategies.settings import load_ablation_config
-from mfjax.strategies.synthetic import synthetic_config
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT = REPO / "experiments" / "ablation" / "config.yaml"
@@ -49,6 +50,40 @@ def test_ablate_cli_writes_csv_table_plot_and_resumes(tmp_path, capsys):
     # resume: everything done, nothing retrained
     assert main(["ablate", str(config), "--output", str(out), "--strategies", "hf_only,delta", "--seeds", "2", "--resume"]) == 0
     assert capsys.readouterr().out.count("skipped") == 8
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path) as handle:
+        return [{k: v for k, v in r.items() if k != "train_seconds"} for r in csv.DictReader(handle)]
+
+
+def test_ablate_resume_continues_a_killed_stage(tmp_path, monkeypatch, capsys):
+    config = _config(tmp_path)
+    args = ["ablate", str(config), "--strategies", "transfer", "--hf-fractions", "1.0",
+            "--set", "train.checkpoint_every_steps=4"]
+    assert main(args + ["--output", str(tmp_path / "ref")]) == 0
+    real, count = fit_module.iterate_steps, [0]
+
+    def dying(*a, **k):  # the process dies in step 6 of the fine-tuning (after the 10 LF steps)
+        for step in real(*a, **k):
+            count[0] += 1
+            if count[0] == 16:
+                raise RuntimeError("killed")
+            yield step
+
+    monkeypatch.setattr(fit_module, "iterate_steps", dying)
+    with pytest.raises(RuntimeError, match="killed"):
+        main(args + ["--output", str(tmp_path / "out")])
+    stage = tmp_path / "out" / "stages" / "transfer_f1_s0" / "fine_tune" / "checkpoints" / "last"
+    assert stage.is_dir() and (tmp_path / "out" / "stages" / "lf_model_s0" / "pretrain").is_dir()
+    monkeypatch.setattr(fit_module, "iterate_steps", real)
+    capsys.readouterr()
+    assert main(args + ["--output", str(tmp_path / "out"), "--resume"]) == 0
+    text = capsys.readouterr().out
+    assert "global step 10 of 10" in text  # the finished LF model is restored, not retrained
+    assert "global step 4 of 10" in text  # the fine-tuning continues from its step-4 checkpoint
+    assert _rows(tmp_path / "out" / "results.csv") == _rows(tmp_path / "ref" / "results.csv")
+    assert not (tmp_path / "out" / "stages" / "transfer_f1_s0").exists()  # removed once the row is written
 
 
 def test_ablate_option_errors(tmp_path, capsys):

@@ -67,6 +67,10 @@ class StepCache:
             self._steps[key] = self._timed(make_eval_step(predict, len(model.fidelities), mesh))
         return self._steps[key]
 
+    def cache_sizes(self) -> list[int]:
+        """Compiled variants of every step (1 each when nothing recompiled)."""
+        return [fn.jitted._cache_size() for fn in self._steps.values()]
+
     def _timed(self, fn: Callable) -> Callable:
         """``fn`` whose first call is added to ``compile_seconds`` (``fn.jitted`` is the jitted step)."""
         self.compilations += 1
