@@ -1,12 +1,14 @@
-"""Schedules (warm-up, linear, cosine) and the EMA of the weights."""
+"""Schedules (warm-up, linear, cosine), the optimiser (schedule numbers in its state) and the EMA."""
 
 from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from mfjax.training.optim import ema_decay_at, ema_update, make_schedule
+from mfjax.config import TrainConfig
+from mfjax.training.optim import ema_decay_at, ema_update, learning_rate, make_optimizer, make_schedule
 
 
 def test_linear_decay_hits_end_points():
@@ -38,3 +40,25 @@ def test_ema_update_and_warm_start():
     for t in range(200):
         ema = ema_update(ema, params, 0.9, jnp.asarray(t))
     np.testing.assert_allclose(ema["w"], 1.0, rtol=1e-6)
+
+
+def test_optimizer_matches_optax_reference():
+    """The schedule-in-state optimiser equals optax.adam / optax.adamw with the same schedule."""
+    params = {"w": np.linspace(-1, 1, 6, dtype=np.float32)}
+    grads = [{"w": np.random.default_rng(k).normal(size=6).astype(np.float32)} for k in range(5)]
+    for kind, extra in (("adam", {}), ("adamw", {"weight_decay": 0.05})):
+        cfg = TrainConfig(optimizer=kind, schedule="cosine", warmup_steps=2, lr=0.1, lr_final=0.01, **extra)
+        ours, schedule = make_optimizer(cfg, 5)
+        ref = (optax.adamw(schedule, weight_decay=0.05) if kind == "adamw" else optax.adam(schedule))
+        s1, s2, p1, p2 = ours.init(params), ref.init(params), params, params
+        for g in grads:
+            u1, s1 = ours.update(g, s1, p1)
+            u2, s2 = ref.update(g, s2, p2)
+            p1, p2 = optax.apply_updates(p1, u1), optax.apply_updates(p2, u2)
+        np.testing.assert_allclose(p1["w"], p2["w"], rtol=1e-6, atol=1e-7)
+        # a longer budget changes the state, not the update function
+        longer, _ = make_optimizer(cfg, 500)
+        u_a, _ = ours.update(grads[0], longer.init(params), params)
+        u_b, _ = longer.update(grads[0], longer.init(params), params)
+        np.testing.assert_array_equal(u_a["w"], u_b["w"])
+        assert float(learning_rate(longer.init(params))) == 0.0  # warm-up starts at 0

@@ -208,6 +208,9 @@ def fit(
             best = ckpt.restore("best", state) if ckpt.exists("best") else None
             best_variables = None if best is None else jax.device_get(best[0].variables())
             log(f"resumed at epoch {epoch + 1}, step {start} of the epoch (global step {gs} of {total})")
+            if meta.get("total_steps", total) != total:
+                log(f"warning: the checkpoint was written for a budget of {meta['total_steps']} steps; continuing to "
+                    f"{total} with the checkpoint's learning-rate schedule")
 
     def meta(e: int, k: int) -> dict:
         return {"epoch": e, "step_in_epoch": k, "global_step": gs, "total_steps": total, **run}
