@@ -15,12 +15,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from helpers.synthetic import (
-    TINY_MODEL,
-    synthetic_atoms,
-    to_structures,
-    write_synthetic_dataset,
-)
+from helpers.synthetic import TINY_MODEL, synthetic_atoms, to_structures, write_synthetic_dataset
 
 from mfjax.config import load_config
 from mfjax.model import ModelSpec
