@@ -202,14 +202,14 @@ def fit(
         if restored is None:
             log(f"{checkpoint_dir}: no checkpoint to resume from; starting from scratch")
         else:
-            state, meta = restored
-            epoch, start, gs = meta["epoch"], meta["step_in_epoch"], meta["global_step"]
-            run.update({k: meta[k] for k in run if k in meta})
+            state, saved = restored
+            epoch, start, gs = saved["epoch"], saved["step_in_epoch"], saved["global_step"]
+            run.update({k: saved[k] for k in run if k in saved})
             best = ckpt.restore("best", state) if ckpt.exists("best") else None
             best_variables = None if best is None else jax.device_get(best[0].variables())
             log(f"resumed at epoch {epoch + 1}, step {start} of the epoch (global step {gs} of {total})")
-            if meta.get("total_steps", total) != total:
-                log(f"warning: the checkpoint was written for a budget of {meta['total_steps']} steps; continuing to "
+            if saved.get("total_steps", total) != total:
+                log(f"warning: the checkpoint was written for a budget of {saved['total_steps']} steps; continuing to "
                     f"{total} with the checkpoint's learning-rate schedule")
 
     def meta(e: int, k: int) -> dict:
