@@ -29,6 +29,7 @@ def test_md_writes_trajectory_and_log(tmp_path, si_file, capsys, engine, traj):
     assert code == 0
     text = capsys.readouterr().out
     assert "ns/day" in text and "stability: stable for the full 40.0 fs" in text and "diffusion Si" in text
+    assert "ns/day after compilation" in text and "(compile " in text
     frames = ase.io.read(out, ":")
     assert len(frames) == 5 and all(np.isfinite(f.get_potential_energy()) for f in frames)
     table = np.loadtxt(log)

@@ -3,13 +3,17 @@
 A thin shell over :func:`mfjax.md.simulate.run_md`: the flags are the keys of
 :class:`~mfjax.md.config.MDConfig` (``--min-distance`` = ``min_distance``); their values win over a
 ``--config md.yaml`` file (``mfjax template md`` prints one), and ``--set key=value`` wins over both.
-Prints progress with ns/day, the stability verdict (simulated time until the run failed) and, with
-``--msd-species``, the diffusion coefficient of that species (Einstein relation).
+Prints progress, the wall time with the start-up (compilation) time and ns/day measured after it,
+the stability verdict (simulated time until the run failed) and, with ``--msd-species``, the
+diffusion coefficient of that species (Einstein relation). ``--traj`` is checkpointed
+(``<traj>.ckpt.npz``): ``--resume`` continues a killed run from its last checkpoint; an existing
+trajectory is only replaced with ``--overwrite``.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import typing
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -20,8 +24,8 @@ from ase.io import read
 import mfjax
 from mfjax.errors import ConfigError
 from mfjax.md.config import MDConfig, load_md_config
-from mfjax.md.simulate import MDResult, run_md
 from mfjax.md.lennard_jones import lennard_jones_model
+from mfjax.md.simulate import MDResult, run_md
 
 TOY_MODEL = "toy-lj"  # the analytic Lennard-Jones stand-in, for demos and tests
 
@@ -79,7 +83,14 @@ def read_structure(path: str, frame: int | str):
 
 def print_summary(result: MDResult, cfg: MDConfig) -> None:
     total_fs = cfg.steps * cfg.timestep
-    print(f"wall time {result.wall_s:.1f} s ({result.ns_per_day:.3f} ns/day incl. compilation)")
+    if result.start_step:
+        print(f"resumed at step {result.start_step} of {cfg.steps}")
+    if not math.isnan(result.ns_per_day_after_startup):
+        print(f"wall time {result.wall_s:.1f} s (compile {result.startup_s:.1f} s); "
+              f"{result.ns_per_day_after_startup:.3f} ns/day after compilation")
+    else:
+        print(f"wall time {result.wall_s:.1f} s; {result.ns_per_day:.3f} ns/day incl. compilation "
+              "(too few frames to measure without it)")
     if result.failure:
         print(f"stability: FAILED after {result.failure_time_fs:.1f} fs of {total_fs:.1f} fs: {result.failure}")
     else:

@@ -51,6 +51,13 @@ class MDConfig:
     msd_species: str | None = option(None, "Element symbol whose diffusion coefficient is reported (null = none).")
     quiet: bool = option(False, "No per-frame progress lines.")
     frame: int | str = option(0, "Frame of the structure file to start from (ASE index, e.g. 0 or -1).")
+    checkpoint_every: int = option(
+        10, "Saved frames between crash-safe checkpoints (<traj>.ckpt.npz; also after the first and last frame)."
+    )
+    resume: bool = option(
+        False, "Continue the run of md.traj from its checkpoint (same config; a missing trajectory starts afresh)."
+    )
+    overwrite: bool = option(False, "Replace an existing md.traj (and its checkpoint) instead of refusing.")
 
     def validate(self, where: str = "md") -> None:
         """Raise :class:`ConfigError` naming the key of the first impossible value."""
@@ -70,7 +77,7 @@ class MDConfig:
         for name, value in positive.items():
             if not value > 0:
                 raise ConfigError(f"{key(name)} must be > 0, got {value}")
-        for name in ("steps", "interval"):
+        for name in ("steps", "interval", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{key(name)} must be >= 1, got {getattr(self, name)}")
         if not self.temperature >= 0:
@@ -79,6 +86,10 @@ class MDConfig:
             raise ConfigError(f"{key('seed')} must be >= 0, got {self.seed}")
         if self.traj is not None and Path(self.traj).suffix not in TRAJECTORY_SUFFIXES:
             raise ConfigError(f"{key('traj')}: {self.traj!r} must end in one of {list(TRAJECTORY_SUFFIXES)}")
+        if self.resume and self.overwrite:
+            raise ConfigError(f"{key('resume')} and {key('overwrite')} exclude each other")
+        if self.resume and self.traj is None:
+            raise ConfigError(f"{key('resume')} needs {key('traj')} (the checkpoint is written next to it)")
         if self.msd_species is not None and self.msd_species not in atomic_numbers:
             raise ConfigError(f"{key('msd_species')}: {self.msd_species!r} is not an element symbol")
 
