@@ -50,7 +50,7 @@ def test_yaml_values_and_overrides(tmp_path):
 @pytest.mark.parametrize("key,value", [
     ("steps", 0), ("interval", 0), ("timestep", 0.0), ("timestep", -1.0), ("temperature", -1.0),
     ("friction", 0.0), ("min_distance", 0.0), ("max_temperature_factor", 0.0), ("max_drift", 0.0),
-    ("seed", -1), ("traj", "out.dat"), ("msd_species", "Xx"),
+    ("seed", -1), ("traj", "out.dat"), ("msd_species", "Xx"), ("checkpoint_every", 0),
 ])
 def test_impossible_values_name_the_key(key, value):
     with pytest.raises(ConfigError, match=key):
