@@ -138,6 +138,18 @@ SHARDED_SCRIPT = textwrap.dedent(
     assert abs(g1 - g8) <= 1e-5 * abs(g1), (g1, g8)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), p1, p8)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), e1, e8)
+    # evaluation and per-structure predictions sharded over 8 devices (blank batches included)
+    from mfjax.training.evaluation import evaluate, predict_structures
+    some = data.valid + data.test
+    one = predict_structures(model, some, max_graphs=2)
+    eight = predict_structures(model, some, max_graphs=2, mesh=make_mesh())
+    for a, b in zip(one, eight):
+        assert abs(a["energy"] - b["energy"]) <= 1e-6 * abs(a["energy"]), (a["energy"], b["energy"])
+        np.testing.assert_allclose(a["forces"], b["forces"], rtol=1e-5, atol=1e-6)
+    m1, m8 = evaluate(model, some, max_graphs=2), evaluate(model, some, max_graphs=2, mesh=make_mesh())
+    for f in m1:
+        for k, v in m1[f].items():
+            assert v == m8[f][k] if v is None or isinstance(v, int) else abs(v - m8[f][k]) <= 1e-5 * abs(v), (f, k)
     print("OK", l1, l8)
     """
 )

@@ -151,7 +151,7 @@ class Context:
 
     def predict(self, model: Model, structures: Sequence[Structure]) -> list[dict]:
         """Per-structure predictions (``predict_structures``) at each structure's fidelity."""
-        return predict_structures(model, structures, budget=self.data.budget, cache=self.cache)
+        return predict_structures(model, structures, budget=self.data.budget, cache=self.cache, mesh=self.mesh)
 
     # ---- the shared LF model -----------------------------------------------------------------------
     def lf_model(self, seed: int) -> FitResult:

@@ -115,23 +115,28 @@ def evaluate(
 
 def predict_structures(
     model: Model, structures: Sequence[Structure], *, budget: BatchBudget | None = None, max_graphs: int = 16,
-    cache: StepCache | None = None,
+    cache: StepCache | None = None, mesh: Mesh | None = None,
 ) -> list[dict[str, np.ndarray]]:
     """Per structure (at its own fidelity) {"energy": float, "forces": [n, 3], "stress": [3, 3] (when
-    a structure of the list has a stress label)}, one device."""
+    a structure of the list has a stress label)}; ``mesh`` as for :func:`evaluate` (single process)."""
     if not structures:
         return []
     cache = StepCache() if cache is None else cache
-    step_fn = cache.eval_step(model, compute_stress=any(s.stress is not None for s in structures), mesh=None)
+    step_fn = cache.eval_step(model, compute_stress=any(s.stress is not None for s in structures), mesh=mesh)
+    n_local, n_global, offset = mesh_layout(mesh)
     out: list = [None] * len(structures)
-    for step in iterate_steps(_batcher(model, structures, budget, max_graphs), 0, 1, None, dtype=np.dtype(model.dtype)):
+    for step in iterate_steps(_batcher(model, structures, budget, max_graphs), 0, n_local, mesh, device_offset=offset,
+                              n_global_devices=n_global, dtype=np.dtype(model.dtype)):
         _, pred = jax.device_get(step_fn(model.variables, step.batch))
-        n_node = np.asarray(step.batch.n_node[0])
-        starts = np.concatenate([[0], np.cumsum(n_node)[:-1]])
-        for g, k in enumerate(step.structures):
-            sl = slice(starts[g], starts[g] + n_node[g])
-            item = {"energy": float(pred["energy"][0][g]), "forces": np.asarray(pred["forces"][0][sl], np.float64)}
-            if "stress" in pred:
-                item["stress"] = np.asarray(pred["stress"][0][g], np.float64)
-            out[k] = item
+        batch = jax.device_get(step.batch)
+        members = iter(step.structures)  # device by device, each device's real graphs in order
+        for d in range(np.asarray(batch.n_node).shape[0]):
+            n_node = np.asarray(batch.n_node[d])
+            starts = np.concatenate([[0], np.cumsum(n_node)[:-1]])
+            for g in np.flatnonzero(np.asarray(batch.globals.graph_mask[d])):
+                sl = slice(starts[g], starts[g] + n_node[g])
+                item = {"energy": float(pred["energy"][d][g]), "forces": np.asarray(pred["forces"][d][sl], np.float64)}
+                if "stress" in pred:
+                    item["stress"] = np.asarray(pred["stress"][d][g], np.float64)
+                out[next(members)] = item
     return out
