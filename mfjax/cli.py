@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "label": ("mfjax.label.cli", "label structures with pyscf at named levels of theory"),
     "md": ("mfjax.md.cli", "run molecular dynamics with a trained model (jax-md or ASE)"),
     "ablate": ("mfjax.strategies.cli", "compare multi-fidelity, HF-only, transfer and delta learning"),
+    "relax": ("mfjax.materials.cli_relax", "relax structures with a model at one fidelity (ASE optimiser, fixed or variable cell)"),
+    "hull": ("mfjax.materials.cli_hull", "energies above the convex hull, formation energies and stability metrics at one fidelity"),
 }
 
 

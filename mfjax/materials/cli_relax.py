@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import time
-import typing
-from dataclasses import MISSING, fields
 
 import jax
 
@@ -21,25 +19,9 @@ from mfjax.materials.config import RelaxConfig, load_relax_config
 from mfjax.materials.io import read_frames
 from mfjax.materials.relax import CalculatorPool, RelaxResult, relax, write_structures
 from mfjax.md.cli import TOY_MODEL, load_model
+from mfjax.utils.configtools import add_config_flags, given_flags
 
-__all__ = ["add_arguments", "add_config_flags", "load_cli_model", "run"]
-
-
-def add_config_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
-    """One ``--key-name`` flag per field of config dataclass ``cls`` (default None = not given)."""
-    hints = typing.get_type_hints(cls)
-    for f in fields(cls):
-        if f.name in skip:
-            continue
-        tp = hints[f.name]
-        if typing.get_origin(tp) is typing.Literal:
-            kwargs = {"choices": list(typing.get_args(tp))}
-        else:
-            base = next((a for a in typing.get_args(tp) if a is not type(None)), tp)
-            kwargs = {"type": base, "metavar": base.__name__.upper()} if base in (int, float) else {"type": str}
-        default = "" if f.default in (MISSING, None) else f" (default {f.default})"
-        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None,
-                            help=f.metadata["doc"] + default, **kwargs)
+__all__ = ["add_arguments", "load_cli_model", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,8 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> RelaxConfig:
     """The RelaxConfig of ``--config`` + the flags that were given + ``--set``."""
-    given = {f.name: getattr(args, f.name) for f in fields(RelaxConfig) if getattr(args, f.name, None) is not None}
-    return load_relax_config(args.config, args.overrides, values=given)
+    return load_relax_config(args.config, args.overrides, values=given_flags(args, RelaxConfig))
 
 
 def load_cli_model(path: str, precision: str):

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import typing
-from dataclasses import MISSING, fields
 from pathlib import Path
 
 import jax
@@ -26,6 +24,7 @@ from mfjax.errors import ConfigError
 from mfjax.md.config import MDConfig, load_md_config
 from mfjax.md.lennard_jones import lennard_jones_model
 from mfjax.md.simulate import MDResult, run_md
+from mfjax.utils.configtools import add_config_flags, given_flags
 
 TOY_MODEL = "toy-lj"  # the analytic Lennard-Jones stand-in, for demos and tests
 
@@ -35,34 +34,18 @@ def frame_index(text: str | int) -> int | str:
     return int(text) if isinstance(text, str) and text.lstrip("-").isdigit() else text
 
 
-def _flag_kwargs(tp) -> dict:
-    """argparse keyword arguments for an MDConfig field of type ``tp`` (defaults None: not given)."""
-    if tp is bool:
-        return {"action": "store_true", "default": None}
-    if typing.get_origin(tp) is typing.Literal:
-        return {"choices": list(typing.get_args(tp)), "default": None}
-    if tp in (int, float):
-        return {"type": tp, "default": None, "metavar": tp.__name__.upper()}
-    return {"type": frame_index if int in typing.get_args(tp) else str, "default": None}
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help=f"exported model directory ('{TOY_MODEL}': an analytic Lennard-Jones stand-in)")
     parser.add_argument("structure", help="initial structure (any ASE-readable file)")
     parser.add_argument("--config", default=None, metavar="FILE", help="MD config YAML (mfjax template md prints one)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override an MD config key (repeatable; wins over flags and --config)")
-    hints = typing.get_type_hints(MDConfig)
-    for f in fields(MDConfig):
-        default = "" if f.default in (MISSING, None) else f" (default {f.default})"
-        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, help=f.metadata["doc"] + default,
-                            **_flag_kwargs(hints[f.name]))
+    add_config_flags(parser, MDConfig, converters={"frame": frame_index})
 
 
 def config_from_args(args: argparse.Namespace) -> MDConfig:
     """The MDConfig of ``--config`` + the flags that were given + ``--set``."""
-    given = {f.name: getattr(args, f.name) for f in fields(MDConfig) if getattr(args, f.name, None) is not None}
-    return load_md_config(args.config, args.overrides, values=given)
+    return load_md_config(args.config, args.overrides, values=given_flags(args, MDConfig))
 
 
 def load_model(path: str, precision: str):

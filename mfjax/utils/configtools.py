@@ -265,3 +265,34 @@ def template(cls: type, indent: int = 0) -> str:
             text = text[:-3].strip()
         lines.append(f"{pad}{f.name}: {text}")
     return "\n".join(lines)
+
+
+def add_config_flags(parser, cls: type, skip: tuple[str, ...] = (), converters: dict | None = None) -> None:
+    """One ``--key-name`` flag per field of config dataclass ``cls``, default None (= not given), so
+    that a CLI can layer ``--config FILE`` < flags < ``--set``. Booleans are ``store_true``,
+    ``Literal`` fields get ``choices``, numbers (optional or not) their type; other fields are
+    strings unless ``converters`` maps the field name to a parser."""
+    hints = typing.get_type_hints(cls)
+    converters = converters or {}
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        tp = hints[f.name]
+        base = next((a for a in typing.get_args(tp) if a is not type(None)), tp) if typing.get_origin(tp) in (
+            typing.Union, types.UnionType) and len(typing.get_args(tp)) == 2 else tp
+        if base is bool:
+            kwargs: dict[str, Any] = {"action": "store_true"}
+        elif typing.get_origin(base) is typing.Literal:
+            kwargs = {"choices": list(typing.get_args(base))}
+        elif base in (int, float):
+            kwargs = {"type": base, "metavar": base.__name__.upper()}
+        else:
+            kwargs = {"type": converters.get(f.name, str)}
+        default = "" if f.default in (dataclasses.MISSING, None) else f" (default {f.default})"
+        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None,
+                            help=f.metadata.get("doc", "") + default, **kwargs)
+
+
+def given_flags(args, cls: type) -> dict:
+    """{field: value} of the ``add_config_flags`` flags that were given on the command line."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
