@@ -130,7 +130,6 @@ class TrainingCase:
 
 def training_case(preset: str, frames, batch_size: int, seed: int = 0) -> TrainingCase:
     """mfjax's training step on ``frames`` (ase.Atoms with labels), float32, Adam, SPEC loss."""
-    import optax
 
     from mfjax.data.batching import GraphBatcher, budget_for
     from mfjax.data.structures import Structure
@@ -138,6 +137,8 @@ def training_case(preset: str, frames, batch_size: int, seed: int = 0) -> Traini
     from mfjax.training.batches import iterate_steps
     from mfjax.training.loss import LossSettings
     from mfjax.training.state import create_state
+    from mfjax.config import TrainConfig
+    from mfjax.training.optim import make_optimizer
     from mfjax.training.step import make_train_step
 
     structures = [
@@ -156,7 +157,7 @@ def training_case(preset: str, frames, batch_size: int, seed: int = 0) -> Traini
         counter["traces"] += 1  # trace-time side effect: counts compilations of the step
         return predict(model.apply_fn, variables, graph, compute_stress=True)
 
-    optimizer = optax.adam(1e-2)
+    optimizer, _ = make_optimizer(TrainConfig(lr=1e-2, schedule="constant"), 1_000_000)  # Adam, lr 1e-2
     step = make_train_step(predict_fn, optimizer, LossSettings(), np.ones(1))
     holder = {"state": create_state(model.variables, optimizer, seed, use_ema=False), "epoch": 0}
 

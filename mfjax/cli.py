@@ -20,7 +20,7 @@ from mfjax.utils import compilation_cache
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("mfjax.training.cli_train", "train a (multi-fidelity) potential from a YAML config"),
     "evaluate": ("mfjax.training.cli_evaluate", "per-fidelity metrics of an exported model on a data file"),
-    "template": ("mfjax.training.cli_template", "print a complete commented config"),
+    "template": ("mfjax.cli_template", "print a complete commented config"),
     "check-data": ("mfjax.data.cli_check", "validate every dataset of a config and print statistics"),
     "label": ("mfjax.label.cli", "label structures with pyscf at named levels of theory"),
     "md": ("mfjax.md.cli", "run molecular dynamics with a trained model (jax-md or ASE)"),
