@@ -100,3 +100,46 @@ def test_float32_jit_keeps_dtype():
     f = jax.jit(lambda *a: jax.grad(lambda *b: scalar(convolution)(*b)[1], argnums=(0, 1, 2))(*a))
     for g, a in zip(f(*args), args):
         assert g.dtype == jnp.float32 and g.shape == a.shape and np.all(np.isfinite(g))
+
+
+# ---- forward mode and mixed second derivatives (jvp, jacfwd, hessian) against e3nn -----------------
+def test_convolution_forward_mode_equals_e3nn(x64):
+    """Every mode combination of first and second derivatives equals e3nn's (small preset shape)."""
+    arrays, scalar = _problem(CASES[1])
+    args = (arrays["x"], arrays["sh"], arrays["w"])
+    rng = np.random.default_rng(1)
+    tangents = tuple(rng.standard_normal(a.shape) for a in args)
+
+    def derivatives(conv):
+        def messages(*a):
+            return scalar(conv)(*a)[0].array
+
+        def value(*a):
+            return scalar(conv)(*a)[1]
+
+        grad = jax.grad(value, argnums=(0, 1, 2))
+        dot = lambda gs: sum(jnp.vdot(g, t) for g, t in zip(gs, tangents))  # noqa: E731
+        return dict(
+            jvp=jax.jvp(messages, args, tangents),
+            jacfwd=jax.jacfwd(value, argnums=(0, 1, 2))(*args),
+            # Hessian-vector products in the four mode combinations
+            fwd_rev=jax.jvp(grad, args, tangents)[1],
+            rev_fwd=jax.grad(lambda *a: jax.jvp(value, a, tangents)[1], argnums=(0, 1, 2))(*args),
+            rev_rev=jax.grad(lambda *a: dot(grad(*a)), argnums=(0, 1, 2))(*args),
+            fwd_fwd=jax.jvp(lambda *a: jax.jvp(value, a, tangents)[1], args, tangents)[1],
+            # full Hessians in (features, harmonics): forward over reverse, reverse over reverse
+            hessian=jax.hessian(value, argnums=(0, 1))(*args),
+            jacrev_grad=jax.jacrev(jax.grad(value, argnums=(0, 1)), argnums=(0, 1))(*args),
+        )
+
+    mine, ref = jax.jit(lambda: (derivatives(convolution), derivatives(convolution_e3nn)))()
+    flat = jax.tree.leaves
+    assert len(flat(mine)) == len(flat(ref))
+    for a, b in zip(flat(mine["jvp"]), flat(ref["jvp"])):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-11)
+    for key in ("jacfwd", "fwd_rev", "rev_fwd", "rev_rev", "fwd_fwd", "hessian", "jacrev_grad"):
+        for a, b in zip(flat(mine[key]), flat(ref[key])):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-10, err_msg=key)
+    # the modes agree with each other, too
+    for a, b in zip(flat(mine["fwd_rev"]) + flat(mine["hessian"]), flat(mine["rev_rev"]) + flat(mine["jacrev_grad"])):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-10)

@@ -17,14 +17,22 @@ element-wise arithmetic on [E, u] row blocks, which XLA fuses into large vectori
 3. every message row ``m[e, (p, k), u] = w_p[e, u] sum_i c[e, (p, i, k)] x_i[e, u]`` is a sum of
    at most 2l+1 products; each row is summed over receivers separately (``segment_sum``) and the
    rows are assembled into e3nn's layout at the nodes (cheap: N << E);
-4. the first derivative is hand-written (``jax.custom_vjp``) with the same row structure, and
-   it stays differentiable (training differentiates forces). Arrays are split once with
-   ``jnp.split``, whose transpose is one concatenation, never sliced repeatedly (the
+4. the derivative rule is a ``jax.custom_jvp`` whose tangent is linear in the tangents
+   (``_messages_jvp``: the messages are linear in each of x, Y and w, so the tangent is three
+   row sums with the primal rows as coefficients). Forward mode (``jax.jvp``, ``jax.jacfwd``,
+   ``jax.hessian``) uses it directly; reverse mode is JAX's transpose of it, which has the same
+   row structure as a hand-written backward pass and ran as fast as the former hand-written
+   ``custom_vjp`` (E+F+S and a training step of sevennet-0, 64-atom Si, CPU). Every
+   derivative stays differentiable, to any order and in any mode combination (training
+   differentiates forces; Hessians are forward over reverse). Zero tangents are symbolic and
+   skipped (e.g. the harmonics when only parameters are differentiated). Arrays are split once
+   with ``jnp.split``, whose transpose is one concatenation, never sliced repeatedly (the
    transpose of many slices is a sum of padded copies).
 
 The result equals ``e3nn.tensor_product(x_j, Y, filter_ir_out, regroup_output=False)`` times
 the radial weights, in the same (sorted) irreps order, to float rounding
-(``tests/test_tensor_product.py``), so parameters and trained models are unchanged.
+(``tests/test_tensor_product.py``), and so are its first and second derivatives in forward,
+reverse and mixed modes; parameters and trained models are unchanged.
 
 Shapes: ``N`` nodes, ``E`` edges; ``u`` channels of a path; ``d`` = 2l + 1.
 """
@@ -39,6 +47,7 @@ import e3nn_jax as e3nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_derivatives import SymbolicZero
 
 Array = jax.Array
 
@@ -185,9 +194,10 @@ def weighted_edge_messages(
 
     Every array inside is an [E] column or an [E, mul] row block, split once (``jnp.split``,
     whose transpose is one concatenation) so that no derivative becomes a sum of padded slices.
-    Differentiable in reverse mode to any order (``jax.grad`` of forces for training); the
-    first derivative is hand-written (``_messages_bwd``) as element-wise loops over [E, mul]
-    rows, which XLA fuses well, instead of what autodiff and XLA's CPU backend make of it.
+    Differentiable in forward and reverse mode to any order (``jax.grad`` of forces for
+    training, ``jax.hessian`` for vibrations): the tangent rule (``_messages_jvp``) is written
+    as element-wise [E, mul] row arithmetic, which XLA fuses well, and JAX transposes it for
+    reverse mode.
     """
     sh_columns = tuple(c[:, 0] for c in jnp.split(edge_sh, edge_sh.shape[1], axis=1))
     starts = sorted({path.weight_start for path in plan.paths} | {weights.shape[1]})
@@ -222,49 +232,55 @@ def _forward(plan, x_edge, sh_columns, path_weights):
     )
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(0,))
+@partial(jax.custom_jvp, nondiff_argnums=(0,))
 def _messages(plan, x_edge, sh_columns, path_weights):
     return _forward(plan, x_edge, sh_columns, path_weights)
-
-
-def _messages_fwd(plan, x_edge, sh_columns, path_weights):
-    return _forward(plan, x_edge, sh_columns, path_weights), (x_edge, sh_columns, path_weights)
 
 
 def _add(a: Array | None, b: Array) -> Array:
     return b if a is None else a + b
 
 
-def _messages_bwd(plan, residuals, grads):
-    x_edge, sh_columns, path_weights = residuals
+def _is_zero(tangent) -> bool:
+    return isinstance(tangent, SymbolicZero)
+
+
+def _messages_jvp(plan, primals, tangents):
+    """Tangent rule of the messages, linear in the tangents (JAX transposes it for reverse mode).
+
+    ``m_k = w * sum_i c_ik(Y) x_i`` is linear in each of x, Y (through the couplings c) and w, so
+
+        dm_k = w * (sum_i c_ik(Y) dx_i + sum_i c_ik(dY) x_i) + dw * sum_i c_ik(Y) x_i
+
+    with the primal couplings, features, weights and unweighted rows as coefficients. Its
+    transpose has the row structure of a hand-written backward pass (``c * (g w)`` for dx,
+    ``sum_u (g w) x`` for dc, ``sum_k g u_k`` for dw). Tangents that are symbolically zero (the
+    first layer's features, or the spherical harmonics when only parameters are differentiated)
+    contribute no terms.
+    """
+    x_edge, sh_columns, path_weights = primals
+    dx_edge, d_sh, d_weights = tangents
     coupling = _couplings(plan, sh_columns)
-    grad_x = [[None] * len(x) for x in x_edge]
-    grad_coupling = {}  # column -> [E]
-    grad_w = []
-    for path, w, g_path in zip(plan.paths, path_weights, grads):
-        x = x_edge[path.x_chunk]
-        g_w = None
-        for k, g in enumerate(g_path):
-            if not path.nonzero[k]:
-                continue
-            g_w = _add(g_w, g * _unweighted(path, coupling, x, k))
-            g_t = g * w
-            for i in path.nonzero[k]:
-                column = _column(path, i, k)
-                grad_x[path.x_chunk][i] = _add(grad_x[path.x_chunk][i], coupling[column][:, None] * g_t)
-                grad_coupling[column] = jnp.sum(g_t * x[i], axis=1)
-        grad_w.append(jnp.zeros_like(w) if g_w is None else g_w)
-    # d/dY_j = sum over coupling columns of C[j, column] dc[column]
-    grad_sh = [None] * len(sh_columns)
+    d_coupling = {}  # column -> [E], only from non-zero dY_j
     for j, column, value in plan.coupling_terms:
-        if column in grad_coupling:
-            grad_sh[j] = _add(grad_sh[j], value * grad_coupling[column])
-    grad_sh = [g if g is not None else jnp.zeros_like(y) for g, y in zip(grad_sh, sh_columns)]
-    grad_x = tuple(
-        tuple(g if g is not None else jnp.zeros_like(xi) for g, xi in zip(rows, x))
-        for rows, x in zip(grad_x, x_edge)
-    )
-    return grad_x, tuple(grad_sh), tuple(grad_w)
+        if not _is_zero(d_sh[j]):
+            d_coupling[column] = _add(d_coupling.get(column), value * d_sh[j])
+    out, d_out = [], []
+    for path, w, dw in zip(plan.paths, path_weights, d_weights):
+        x, dx = x_edge[path.x_chunk], dx_edge[path.x_chunk]
+        rows, d_rows = [], []
+        for k in range(path.ir_out.dim):
+            u = _unweighted(path, coupling, x, k)
+            terms = [coupling[_column(path, i, k)][:, None] * dx[i] for i in path.nonzero[k] if not _is_zero(dx[i])]
+            terms += [d_coupling[c][:, None] * x[i] for i in path.nonzero[k] if (c := _column(path, i, k)) in d_coupling]
+            d = sum(terms[1:], terms[0]) * w if terms else None
+            if not _is_zero(dw):
+                d = _add(d, u * dw)
+            rows.append(u * w)
+            d_rows.append(jnp.zeros_like(u) if d is None else d)
+        out.append(tuple(rows))
+        d_out.append(tuple(d_rows))
+    return tuple(out), tuple(d_out)
 
 
-_messages.defvjp(_messages_fwd, _messages_bwd)
+_messages.defjvp(_messages_jvp, symbolic_zeros=True)
