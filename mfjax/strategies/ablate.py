@@ -13,6 +13,13 @@
 Every stage checkpoints into ``OUT/stages/`` (``base.Context``). ``resume=True`` keeps the rows of
 an existing ``results.csv``, runs only the missing ones and continues a killed stage from its last
 checkpoint; the checkpoints of a run are removed once its row is written (the LF models' stay).
+
+Safe resume (``mfjax.training.runstate``): ``config.yaml`` (the resolved config with its
+``ablation:`` section, written once), ``data_fingerprint.json`` and ``resume_log.jsonl``. A start
+without ``resume`` into a directory with a ``results.csv`` is refused unless ``overwrite`` (which
+removes the ablation's own files first); ``resume`` refuses changed data, split, model, training
+settings and stage budgets (``ablation.steps``), and allows (and logs) more strategies, fractions
+or seeds, logging and checkpoint intervals.
 """
 
 from __future__ import annotations
@@ -30,10 +37,17 @@ from mfjax.strategies import append, delta, hf_only, multi_fidelity, report, tra
 from mfjax.strategies.base import Context, Outcome
 from mfjax.strategies.data import prepare_data
 from mfjax.strategies.settings import AblationSettings
-from mfjax.training.sharding import init_distributed
+from mfjax.training import runstate
+from mfjax.training.sharding import init_distributed, is_main_process, sync_processes
 from mfjax.utils.configtools import to_dict
 
-__all__ = ["RUNNERS", "ablate", "run_strategy"]
+__all__ = ["RUNNERS", "ablate", "run_strategy", "OUTPUT_ENTRIES"]
+
+#: The files of an ablation directory (what ``overwrite`` removes; nothing else is touched).
+OUTPUT_ENTRIES = (runstate.CONFIG, runstate.FINGERPRINT, runstate.RESUME_LOG, "results.csv", "results.md",
+                  "learning_curves.png", "summary.json", "runs/*_f*_s*", "stages")
+#: Left by an unfinished start (no results.csv yet); a fresh start removes them.
+STALE_ENTRIES = (runstate.CONFIG, runstate.FINGERPRINT, runstate.RESUME_LOG, "stages")
 
 #: name -> ``run(ctx, hf_train, seed) -> Outcome``
 RUNNERS: dict[str, Callable[[Context, list, int], Outcome]] = {
@@ -100,15 +114,25 @@ def ablate(
     *,
     loaded: LoadedData | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     log: Callable[[str], None] = print,
 ) -> list[dict]:
-    """Run the ablation of ``settings`` on the data of ``cfg`` into ``out_dir``; returns the rows."""
+    """Run the ablation of ``settings`` on the data of ``cfg`` into ``out_dir``; returns the rows.
+    ``resume``: keep finished rows and continue; ``overwrite``: replace earlier results."""
     t_start = time.perf_counter()
     init_distributed(cfg.train.distributed)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    # a start without --resume and without finished results also drops stale stage checkpoints
+    runstate.prepare_dir(out, resume=resume, overwrite=overwrite, markers=("results.csv",), owned=OUTPUT_ENTRIES,
+                         what="ablation directory", stale=STALE_ENTRIES)
     data = prepare_data(cfg, settings, loaded)
+    config_dict = {**to_dict(cfg), "ablation": to_dict(settings)}
+    fingerprint = runstate.fingerprint(data.loaded)
+    changes = runstate.check_resume(out, config_dict, fingerprint, policy=runstate.ABLATE_POLICY) if resume else []
+    for line in runstate.record_start(out, config_dict, fingerprint, resume=resume, changes=changes):
+        log(line)
     log(f"data: {data.summary()}")
+    main = is_main_process()
     ctx = Context(cfg, settings, data, out, log=log, resume=resume)
     csv_path = out / "results.csv"
     rows = report.read_csv(csv_path) if resume and csv_path.exists() else []
@@ -129,22 +153,26 @@ def ablate(
         log(f"[run {k}/{len(plan)}] {tag}")
         outcome, row = run_strategy(ctx, name, fraction, seed)
         rows.append(row)
-        report.write_csv(csv_path, rows)
-        if settings.export:
-            outcome.model.export(out / "runs" / run_tag(name, fraction, seed) / "model", training={"row": row})
-        shutil.rmtree(out / "stages" / run_tag(name, fraction, seed), ignore_errors=True)
+        if main:
+            report.write_csv(csv_path, rows)
+            if settings.export:
+                outcome.model.export(out / "runs" / run_tag(name, fraction, seed) / "model", training={"row": row})
+        sync_processes("mfjax-ablate-row")  # every process has left the stage before its checkpoints go
+        if main:
+            shutil.rmtree(out / "stages" / run_tag(name, fraction, seed), ignore_errors=True)
         f_mae = row.get("hf_test_forces_mae_ev_a")
         e_mae = row.get("hf_test_energy_mae_mev_atom")
         log(f"[run {k}/{len(plan)}] {tag}: HF test F MAE {_fmt(f_mae, 1000)} meV/Å, E MAE {_fmt(e_mae)} meV/atom "
             f"({row['train_seconds']} s{'; ' + row['notes'] if row['notes'] else ''})")
-    report.write_csv(csv_path, rows)
     order = [s for s in settings.strategies]
-    (out / "results.md").write_text(report.markdown(rows, order))
-    report.plot(rows, order, out / "learning_curves.png", title=f"{data.low} -> {data.high}")
     summary = {"data": data.summary(), "settings": _plain(settings), "runs": len(plan),
                "compilations": ctx.cache.compilations, "compile_seconds": round(ctx.cache.compile_seconds, 1),
                "seconds": round(time.perf_counter() - t_start, 1)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if main:
+        report.write_csv(csv_path, rows)
+        (out / "results.md").write_text(report.markdown(rows, order))
+        report.plot(rows, order, out / "learning_curves.png", title=f"{data.low} -> {data.high}")
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
     log(f"wrote {csv_path}, {out / 'results.md'}, {out / 'learning_curves.png'} ({summary['seconds']} s)")
     return rows
 

@@ -1,7 +1,8 @@
 """``mfjax ablate CONFIG [--hf-fractions ...] [--seeds N] [--strategies ...] [--quick]``.
 
 CONFIG is an mfjax config with an ``ablation:`` section (``mfjax.strategies.settings``); command-line
-options override it. A single strategy is ``--strategies transfer --hf-fractions 1.0``.
+options override it. A single strategy is ``--strategies transfer --hf-fractions 1.0``. An output
+directory with a ``results.csv`` needs ``--resume`` (add the missing rows) or ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -22,8 +23,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="subset of hf_only,transfer,delta,multi_fidelity,multi_fidelity_heads,append")
     parser.add_argument("--quick", action="store_true", help="CI-sized run: the config's ablation.quick overrides")
     parser.add_argument("--output", default=None, metavar="DIR", help="results directory (default: output.dir)")
-    parser.add_argument("--resume", action="store_true", help="keep rows of an existing results.csv, run the rest; a killed stage continues from its "
-                             "last checkpoint (OUT/stages/)")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true",
+                       help="keep rows of an existing results.csv, run the rest; a killed stage continues from its "
+                            "last checkpoint (OUT/stages/); refused when data, split, model, training settings or "
+                            "stage budgets changed")
+    start.add_argument("--overwrite", action="store_true",
+                       help="replace earlier results in the output directory (without it an existing results.csv "
+                            "is refused)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set ablation.steps.hf=200 (repeatable)")
 
@@ -45,5 +52,5 @@ def run(args: argparse.Namespace) -> int:
     if args.strategies is not None:
         overrides.append(f"ablation.strategies=[{','.join(_list(args.strategies))}]")
     cfg, settings = load_ablation_config(args.config, overrides, quick=args.quick)
-    ablate(cfg, settings, args.output or cfg.output.dir, resume=args.resume)
+    ablate(cfg, settings, args.output or cfg.output.dir, resume=args.resume, overwrite=args.overwrite)
     return 0

@@ -8,6 +8,11 @@ previous complete checkpoint; leftover temporary directories are cleaned up on t
 
 ``meta`` is JSON: the data position (epoch, step index within the epoch), the global step, the
 best validation value so far, the non-finite streak, and anything else the loop needs.
+
+A checkpoint that cannot be restored into the target (another model size or fidelity count, EMA
+switched on or off, a corrupt or truncated file) is one ``ConfigError`` line naming the run
+directory, never an Orbax traceback. Every process of a multi-process run calls ``save`` and
+``restore`` (Orbax coordinates them; process 0 writes the replicated arrays and the metadata).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from mfjax.errors import ConfigError
 from mfjax.training.state import TrainState
 
 
@@ -37,8 +43,20 @@ class Checkpoints:
     SLOTS = ("last", "best")
 
     def __init__(self, run_dir: str | Path):
-        root = Path(run_dir) / "checkpoints"
-        self._managers = {slot: _manager(root / slot) for slot in self.SLOTS}
+        self.run_dir = Path(run_dir)
+        root = self.run_dir / "checkpoints"
+        try:
+            self._managers = {slot: _manager(root / slot) for slot in self.SLOTS}
+        except Exception as exc:  # an unreadable checkpoint directory
+            raise self._error("the checkpoint directory", exc) from None
+
+    def _error(self, what: str, exc: Exception) -> ConfigError:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        reason = reason if len(reason) <= 160 else reason[:157] + "..."
+        return ConfigError(
+            f"{self.run_dir}: {what} cannot be restored ({type(exc).__name__}: {reason}); it was written for "
+            f"another model/config or is corrupt: start afresh with --overwrite, or use another --output"
+        )
 
     def exists(self, slot: str = "last") -> bool:
         return self._managers[slot].latest_step() is not None
@@ -62,19 +80,38 @@ class Checkpoints:
         if number is None:
             return None
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-        restored = manager.restore(
-            number,
-            args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()),
-        )
-        return restored["state"], dict(restored["meta"])
+        try:
+            restored = manager.restore(
+                number,
+                args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()),
+            )
+            state, meta = restored["state"], dict(restored["meta"])
+            _check_like(state, abstract)
+        except Exception as exc:
+            raise self._error(f"checkpoint {slot}/{number}", exc) from None
+        return state, meta
 
     def restore_meta(self, slot: str) -> dict[str, Any] | None:
         manager = self._managers[slot]
         number = manager.latest_step()
         if number is None:
             return None
-        return dict(manager.restore(number, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+        try:
+            return dict(manager.restore(number, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+        except Exception as exc:
+            raise self._error(f"checkpoint {slot}/{number}", exc) from None
 
     def close(self) -> None:
         for manager in self._managers.values():
             manager.close()
+
+
+def _check_like(state, abstract) -> None:
+    """Orbax may restore a tree of other leaf shapes without complaint: insist on the target's."""
+    got_leaves, want_leaves = jax.tree.leaves(state), jax.tree.leaves(abstract)
+    if len(got_leaves) != len(want_leaves):
+        raise ValueError(f"{len(got_leaves)} arrays where the model has {len(want_leaves)}")
+    for got, want in zip(got_leaves, want_leaves):
+        if tuple(got.shape) != tuple(want.shape) or got.dtype != want.dtype:
+            raise ValueError(f"an array of shape {tuple(got.shape)} {got.dtype} where the model has "
+                             f"{tuple(want.shape)} {want.dtype}")

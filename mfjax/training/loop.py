@@ -9,6 +9,13 @@ the exported model (``final.finish_run``). ``resume=True`` continues with the ve
 truncates the CSV files to the checkpoint, so a killed and resumed run writes the same files as an
 uninterrupted one. SIGINT/SIGTERM finish the current step, save "last" and return
 ``interrupted=True``.
+
+Safe resume (``runstate``): the run directory also holds ``data_fingerprint.json`` and, after a
+resume, ``resume_log.jsonl``; ``config.yaml`` is written at the first start only. Starting into a
+directory that holds a run needs ``resume`` or ``overwrite``; ``resume`` refuses changed data, split,
+model, loss (one line naming the keys), allows harmless changes (epochs, logging, intervals) and
+changed optimiser settings with ``allow_config_change``, recording them. Nothing is written before
+the config, data and model are known to be good. With several processes only process 0 writes.
 """
 
 from __future__ import annotations
@@ -20,18 +27,20 @@ from typing import Any, Mapping, Sequence
 
 from tqdm.auto import tqdm
 
-from mfjax.config import Config, save_config
+from mfjax.config import Config
 from mfjax.data.batching import budget_outliers
 from mfjax.data.dataset import load_data
 from mfjax.errors import DataError
 from mfjax.model import Model
 from mfjax.training import logs as logs_lib
+from mfjax.training import runstate
 from mfjax.training.compiled import StepCache
 from mfjax.training.final import finish_run, write_json_atomic
 from mfjax.training.fit import Callback, FitResult, NonFiniteLossError, fit
 from mfjax.training.metrics import format_table
 from mfjax.training.setup import batch_budget, best_fidelity, initial_model
-from mfjax.training.sharding import init_distributed, make_mesh, mesh_layout
+from mfjax.training.sharding import init_distributed, is_main_process, make_mesh, mesh_layout
+from mfjax.utils.configtools import to_dict
 
 __all__ = ["train", "TrainResult", "NonFiniteLossError"]
 
@@ -51,39 +60,61 @@ class TrainResult:
     fit: FitResult | None = None
 
 
+#: What ``overwrite`` removes from a run directory (and nothing else); MARKERS make it a run.
+RUN_ENTRIES = (runstate.CONFIG, runstate.FINGERPRINT, runstate.RESUME_LOG, "data_report.json", "train.log",
+               "steps.csv", "metrics.csv", "test_metrics.json", "checkpoints", "plots", "model")
+MARKERS = (runstate.CONFIG, "checkpoints", "steps.csv", "model")
+
+
 class _Printer:
-    def __init__(self, run_dir: Path, echo: bool = True):
+    """Prints (process 0) and appends to ``train.log`` once ``open`` (lines before it are kept)."""
+
+    def __init__(self, run_dir: Path, echo: bool = True, write: bool = True):
         self.path = run_dir / "train.log"
-        self.echo = echo
+        self.echo, self.write = echo, write
+        self.pending: list[str] | None = []
+
+    def open(self) -> None:
+        lines, self.pending = self.pending or [], None
+        if self.write and lines:
+            with open(self.path, "a") as handle:
+                handle.write("".join(line + "\n" for line in lines))
 
     def __call__(self, text: str) -> None:
         if self.echo:
             print(text, flush=True)
-        with open(self.path, "a") as handle:
-            handle.write(text + "\n")
+        if self.pending is not None:
+            self.pending.append(text)
+        elif self.write:
+            with open(self.path, "a") as handle:
+                handle.write(text + "\n")
 
 
 class RunFiles(Callback):
     """steps.csv, metrics.csv, the progress bar and the log lines of a ``mfjax train`` run."""
 
-    def __init__(self, cfg: Config, run_dir: Path, fidelities: Sequence[str], select: str, log, budget_line: str):
+    def __init__(self, cfg: Config, run_dir: Path, fidelities: Sequence[str], select: str, log, budget_line: str,
+                 write: bool = True):
         self.cfg, self.fids, self.select, self.log, self.budget_line = cfg, tuple(fidelities), select, log, budget_line
-        self.steps_log = logs_lib.step_log(run_dir, fidelities)
-        self.metrics_log = logs_lib.metrics_log(run_dir, fidelities)
+        self.write = write  # process 0 only: the CSV files are shared by every process
+        self.steps_log = logs_lib.step_log(run_dir, fidelities) if write else None
+        self.metrics_log = logs_lib.metrics_log(run_dir, fidelities) if write else None
         self.bar = None
         self.pending: list[str] = []
         self.t0 = 0.0
 
     def on_start(self, epoch: int, step_in_epoch: int, global_step: int, total: int) -> None:
-        self.steps_log.truncate(lambda r: int(r["step"]) <= global_step)
-        self.metrics_log.truncate(lambda r: int(r["epoch"]) <= epoch)
+        if self.write:
+            self.steps_log.truncate(lambda r: int(r["step"]) <= global_step)
+            self.metrics_log.truncate(lambda r: int(r["epoch"]) <= epoch)
         self.log(f"{self.budget_line}; {total} steps over {self.cfg.train.epochs} epochs")
-        if self.cfg.output.progress:
+        if self.cfg.output.progress and self.write:
             self.bar = tqdm(total=total, initial=global_step, desc="training", leave=False, dynamic_ncols=True)
         self.t0 = time.perf_counter()
 
     def on_step(self, global_step: int, epoch: int, index: int, logs: Mapping[str, Any]) -> None:
-        self.steps_log.append(logs_lib.step_row(global_step, epoch, index, logs, self.fids))
+        if self.write:
+            self.steps_log.append(logs_lib.step_row(global_step, epoch, index, logs, self.fids))
         if self.bar is not None:
             self.bar.set_postfix({"epoch": epoch + 1, "loss": f"{float(logs['loss']):.3g}"}, refresh=False)
             self.bar.update(1)
@@ -101,7 +132,8 @@ class RunFiles(Callback):
                 self.log(line)
 
     def on_epoch_end(self, epoch, global_step, train_loss, per_fidelity, valid, lr) -> None:
-        self.metrics_log.append(logs_lib.metrics_row(epoch + 1, global_step, train_loss, per_fidelity, valid, self.fids,
+        if self.write:
+            self.metrics_log.append(logs_lib.metrics_row(epoch + 1, global_step, train_loss, per_fidelity, valid, self.fids,
                                                      lr, time.perf_counter() - self.t0))
         losses = "  ".join(f"{f} {v:.4g}" for f, v in zip(self.fids, per_fidelity))
         self.log(f"epoch {epoch + 1}/{self.cfg.train.epochs}  step {global_step}  train loss {train_loss:.4g} "
@@ -115,19 +147,24 @@ class RunFiles(Callback):
             self.bar.close()
 
 
-def train(cfg: Config, resume: bool = False, *, echo: bool = True, stop_after_steps: int | None = None) -> TrainResult:
-    """Train ``cfg`` into ``cfg.output.dir`` (see the module docstring). ``stop_after_steps`` stops
-    (as SIGINT would) once the global step reaches it — for tests and time-boxed jobs."""
+def train(cfg: Config, resume: bool = False, *, overwrite: bool = False, allow_config_change: bool = False,
+          echo: bool = True, stop_after_steps: int | None = None) -> TrainResult:
+    """Train ``cfg`` into ``cfg.output.dir`` (see the module docstring). ``resume``: continue the
+    run there; ``overwrite``: replace it; ``allow_config_change``: let a resume change optimiser
+    settings. ``stop_after_steps`` stops (as SIGINT would) once the global step reaches it — for
+    tests and time-boxed jobs."""
     init_distributed(cfg.train.distributed)
     run_dir = Path(cfg.output.dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log = _Printer(run_dir, echo)
-    save_config(cfg, run_dir / "config.yaml")
+    main_process = is_main_process()
+    runstate.prepare_dir(run_dir, resume=resume, overwrite=overwrite, markers=MARKERS, owned=RUN_ENTRIES)
+    log = _Printer(run_dir, echo and main_process, write=main_process)
     data = load_data(cfg.data)
     if not data.train:
         raise DataError("the training split is empty: add data or lower data.split.valid/test")
+    config_dict, fingerprint = to_dict(cfg), runstate.fingerprint(data)
+    changes = runstate.check_resume(run_dir, config_dict, fingerprint, policy=runstate.TRAIN_POLICY,
+                                    allow_config_change=allow_config_change) if resume else []
     log("Data accounting\n" + data.report.format())
-    write_json_atomic(run_dir / "data_report.json", data.report.to_dict())
     source = "data.fidelities" if cfg.data.fidelities is not None else "the order first seen in the data files"
     log(f"fidelities (index order, from {source}): {', '.join(data.fidelities)}")
     everything = data.train + data.valid + data.test
@@ -146,7 +183,14 @@ def train(cfg: Config, resume: bool = False, *, echo: bool = True, stop_after_st
     n_local, n_global, _ = mesh_layout(mesh)
     budget_line = (f"batch budget: {budget.n_graph - 1} structures, {budget.n_node} nodes, {budget.n_edge} edges per "
                    f"device; {n_global} device(s)")
-    files = RunFiles(cfg, run_dir, data.fidelities, select if select_arg else "mean", log, budget_line)
+    for line in runstate.record_start(run_dir, config_dict, fingerprint, resume=resume, changes=changes,
+                                      allow_config_change=allow_config_change):
+        log(line)
+    log.open()
+    if main_process:
+        write_json_atomic(run_dir / "data_report.json", data.report.to_dict())
+    files = RunFiles(cfg, run_dir, data.fidelities, select if select_arg else "mean", log, budget_line,
+                     write=main_process)
     cache = StepCache()
     stop = (lambda gs: gs >= stop_after_steps) if stop_after_steps is not None else None
     try:

@@ -13,6 +13,18 @@ Multi-host (one process per host, all hosts run the same command)::
 ``init_distributed`` calls ``jax.distributed.initialize()`` (which also auto-detects SLURM, Open MPI
 and TPU pods); each process then feeds ``jax.local_device_count()`` batches per step, its slice of
 the global D = ``jax.device_count()`` batches, through ``jax.make_array_from_process_local_data``.
+On CPU the cross-process collectives use gloo (set before ``initialize``), so the same launch runs
+as two processes on one machine (``tests/test_multiprocess.py``)::
+
+    for i in 0 1; do
+      JAX_PLATFORMS=cpu XLA_FLAGS=--xla_force_host_platform_device_count=1 \
+      JAX_COORDINATOR_ADDRESS=127.0.0.1:12345 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=$i \
+        mfjax train config.yaml --set train.distributed=true &
+    done; wait
+
+Only process 0 writes the run directory's files (logs, CSVs, config, exported model); every
+process takes part in Orbax checkpoint saves and restores (one shared run directory: a shared
+file system across hosts, or the same directory on one machine).
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ from typing import Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from mfjax.data.graph import Graph
@@ -37,6 +50,9 @@ def init_distributed(enabled: bool | None = None) -> bool:
     if enabled is None:
         enabled = any(os.environ.get(k) for k in _ENV_HINTS)
     if enabled and not jax.distributed.is_initialized():
+        platforms = str(jax.config.jax_platforms or os.environ.get("JAX_PLATFORMS", "") or "cpu")
+        if "cpu" in platforms.split(","):  # CPU collectives across processes need gloo, set before initialize
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
         # JAX reads JAX_COORDINATOR_ADDRESS itself; the process count and id are passed on from the
         # environment when given (else JAX auto-detects them on SLURM, Open MPI and TPU pods).
         count, index = os.environ.get("JAX_NUM_PROCESSES"), os.environ.get("JAX_PROCESS_ID")
@@ -44,6 +60,17 @@ def init_distributed(enabled: bool | None = None) -> bool:
             num_processes=int(count) if count else None, process_id=int(index) if index else None
         )
     return jax.process_count() > 1
+
+
+def is_main_process() -> bool:
+    """Whether this process writes shared files (process 0; always true in one process)."""
+    return jax.process_index() == 0
+
+
+def sync_processes(name: str) -> None:
+    """Wait until every process reaches this point (no-op in one process)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
