@@ -76,7 +76,7 @@ def test_resume_refuses_changed_labels_and_a_removed_file(finished, tmp_path, ca
         frames[3].calc.results["energy"] += 0.01  # one label of one frame
         ase.io.write(hi, frames)
         _one_line_error(capsys, main(["train", str(config), "--output", str(run), "--resume"]),
-                        f"data.frames[{hi}] (\"8 frames, blake2b")
+                        f"data.frames[{hi}] (8 frames, blake2b")
         hi.unlink()
         _one_line_error(capsys, main(["train", str(config), "--output", str(run), "--resume"]),
                         str(hi), "does not exist")
@@ -131,6 +131,7 @@ def test_corrupt_or_mismatched_checkpoint_is_one_line(finished, tmp_path, capsys
     (run / "data_fingerprint.json").unlink()
     _one_line_error(capsys, main(["train", str(config), "--output", str(run), "--resume", "--set", "model.num_layers=2"]),
                     str(run), "cannot be restored", "--overwrite")
+    assert not (run / "config.yaml").exists()  # a failed resume stores nothing
     shutil.rmtree(run)
     config, run = _copy(finished, tmp_path)
     for path in (run / "checkpoints" / "last").rglob("*"):

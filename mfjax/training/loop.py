@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from tqdm.auto import tqdm
 
@@ -63,7 +63,7 @@ class TrainResult:
 #: What ``overwrite`` removes from a run directory (and nothing else); MARKERS make it a run.
 RUN_ENTRIES = (runstate.CONFIG, runstate.FINGERPRINT, runstate.RESUME_LOG, "data_report.json", "train.log",
                "steps.csv", "metrics.csv", "test_metrics.json", "checkpoints", "plots", "model")
-MARKERS = (runstate.CONFIG, "checkpoints", "steps.csv", "model")
+MARKERS = (runstate.CONFIG, "checkpoints/*/*", "steps.csv", "model")
 
 
 class _Printer:
@@ -94,17 +94,20 @@ class RunFiles(Callback):
     """steps.csv, metrics.csv, the progress bar and the log lines of a ``mfjax train`` run."""
 
     def __init__(self, cfg: Config, run_dir: Path, fidelities: Sequence[str], select: str, log, budget_line: str,
-                 write: bool = True):
+                 write: bool = True, opening: Callable[[], None] = lambda: None):
         self.cfg, self.fids, self.select, self.log, self.budget_line = cfg, tuple(fidelities), select, log, budget_line
+        self.run_dir, self.opening = run_dir, opening
         self.write = write  # process 0 only: the CSV files are shared by every process
-        self.steps_log = logs_lib.step_log(run_dir, fidelities) if write else None
-        self.metrics_log = logs_lib.metrics_log(run_dir, fidelities) if write else None
+        self.steps_log = self.metrics_log = None
         self.bar = None
         self.pending: list[str] = []
         self.t0 = 0.0
 
     def on_start(self, epoch: int, step_in_epoch: int, global_step: int, total: int) -> None:
+        self.opening()  # the run directory's files, once the checkpoint (if any) is restored
         if self.write:
+            self.steps_log = logs_lib.step_log(self.run_dir, self.fids)
+            self.metrics_log = logs_lib.metrics_log(self.run_dir, self.fids)
             self.steps_log.truncate(lambda r: int(r["step"]) <= global_step)
             self.metrics_log.truncate(lambda r: int(r["epoch"]) <= epoch)
         self.log(f"{self.budget_line}; {total} steps over {self.cfg.train.epochs} epochs")
@@ -183,14 +186,17 @@ def train(cfg: Config, resume: bool = False, *, overwrite: bool = False, allow_c
     n_local, n_global, _ = mesh_layout(mesh)
     budget_line = (f"batch budget: {budget.n_graph - 1} structures, {budget.n_node} nodes, {budget.n_edge} edges per "
                    f"device; {n_global} device(s)")
-    for line in runstate.record_start(run_dir, config_dict, fingerprint, resume=resume, changes=changes,
-                                      allow_config_change=allow_config_change):
-        log(line)
-    log.open()
-    if main_process:
-        write_json_atomic(run_dir / "data_report.json", data.report.to_dict())
+
+    def opening() -> None:  # nothing is written before the config, data, model and checkpoint are good
+        for line in runstate.record_start(run_dir, config_dict, fingerprint, resume=resume, changes=changes,
+                                          allow_config_change=allow_config_change):
+            log(line)
+        log.open()
+        if main_process:
+            write_json_atomic(run_dir / "data_report.json", data.report.to_dict())
+
     files = RunFiles(cfg, run_dir, data.fidelities, select if select_arg else "mean", log, budget_line,
-                     write=main_process)
+                     write=main_process, opening=opening)
     cache = StepCache()
     stop = (lambda gs: gs >= stop_after_steps) if stop_after_steps is not None else None
     try:

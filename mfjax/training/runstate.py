@@ -103,7 +103,7 @@ _ABSENT = "<absent>"
 
 
 def _short(value: Any, limit: int = 60) -> str:
-    text = value if isinstance(value, str) and value == _ABSENT else json.dumps(value, sort_keys=True)
+    text = value if isinstance(value, str) and (value == _ABSENT or "blake2b" in value) else json.dumps(value, sort_keys=True)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -167,12 +167,20 @@ def _fingerprint_changes(old: dict, new: dict) -> list[Change]:
             describe = lambda f: _ABSENT if f is None else f"{f['frames']} frames, blake2b {f['blake2b'][:8]}"  # noqa: E731
             out.append(Change(f"data.frames[{source}]", describe(a), describe(b), REFUSED))
     if old.get("split_assignment") != new.get("split_assignment"):
-        out.append(Change("data.split_assignment", old.get("split_counts"), new.get("split_counts"), REFUSED))
+        def describe(fp: dict) -> str:
+            counts = fp.get("split_counts") or {}
+            return f"train/valid/test {'/'.join(str(counts.get(k, '?')) for k in SPLITS)}, " \
+                   f"blake2b {str(fp.get('split_assignment'))[:8]}"
+        out.append(Change("data.split_assignment", describe(old), describe(new), REFUSED))
     return out
 
 
-def _run_entries(directory: Path, names: Iterable[str]) -> list[str]:
-    return [n for n in names if (directory / n).exists() and not ((directory / n).is_dir() and not any((directory / n).iterdir()))]
+def _run_entries(directory: Path, patterns: Iterable[str]) -> list[str]:
+    """The ``patterns`` (globs) matching a file or a non-empty directory in ``directory``."""
+    def real(path: Path) -> bool:
+        return path.is_file() or (path.is_dir() and any(path.iterdir()))
+
+    return [p for p in patterns if directory.is_dir() and any(real(m) for m in directory.glob(p))]
 
 
 def prepare_dir(directory: Path, *, resume: bool, overwrite: bool, markers: Iterable[str], owned: Iterable[str],
