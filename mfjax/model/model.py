@@ -25,6 +25,7 @@ from mfjax.data.structures import structure_from_atoms
 from mfjax.errors import ConfigError
 from mfjax.model.bundle import read_manifest, read_variables, write_delta, write_potential
 from mfjax.model.calculator import MfjaxCalculator, check_species, model_dtype
+from mfjax.model.energy import energy_fn
 from mfjax.model.spec import ModelSpec
 from mfjax.physics import predict as physics_predict
 
@@ -202,6 +203,12 @@ class Model:
             out.append(self._results(s, pred["energy"][g], pred["forces"][start : start + n], pred["stress"][g]))
             start += n
         return out
+
+    def energy_fn(self, atoms, fidelity: str | None = None, **kwargs) -> Callable:
+        """The energy (eV) of ``atoms`` as a pure JAX function of its positions [N, 3], for
+        ``jax.grad`` / ``jax.jvp`` / ``jax.hessian`` (``mfjax.model.energy.energy_fn``: topology and
+        cell fixed, valid while atoms move less than ``skin / 2``)."""
+        return energy_fn(self, atoms, fidelity, **kwargs)
 
     def calculator(self, fidelity: str | None = None, **kwargs) -> MfjaxCalculator:
         """An ASE calculator at ``fidelity`` (``mfjax.model.calculator.MfjaxCalculator``)."""
