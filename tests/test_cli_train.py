@@ -27,7 +27,8 @@ def test_train_then_evaluate(tmp_path, capsys):
     assert "best weights: lowest validation forces_rmse_ev_a of 'hi' (fewest training frames" in out
     assert out.count("validation, epoch") == 2 and "test (best model" in out
     assert json.loads((run / "data_report.json").read_text())["frames_read"] == 52
-    for name in ("config.yaml", "data_report.json", "metrics.csv", "steps.csv", "test_metrics.json", "train.log"):
+    for name in ("config.yaml", "data_fingerprint.json", "data_report.json", "metrics.csv", "steps.csv", "test_metrics.json",
+                 "train.log"):
         assert (run / name).is_file(), name
     assert sorted(p.name for p in (run / "plots").iterdir()) == ["parity_hi.png", "parity_lo.png"]
     assert (run / "plots" / "parity_lo.png").read_bytes()[:4] == b"\x89PNG"
