@@ -76,7 +76,7 @@ class KeyPolicy:
 
     def classify(self, key: str) -> str:
         def match(prefix: str) -> bool:
-            return key == prefix or key.startswith(prefix + ".") or key.startswith(prefix + "[")
+            return key == prefix or key.startswith((prefix + ".", prefix + "["))
 
         if any(match(p) for p in self.allowed):
             return ALLOWED
@@ -158,20 +158,24 @@ def fingerprint(data: LoadedData) -> dict:
             "fidelities": list(data.fidelities), "species": [int(z) for z in data.species]}
 
 
+def _describe_file(entry: dict | None) -> str:
+    return _ABSENT if entry is None else f"{entry['frames']} frames, blake2b {entry['blake2b'][:8]}"
+
+
+def _describe_split(fp: dict) -> str:
+    counts = fp.get("split_counts") or {}
+    return f"train/valid/test {'/'.join(str(counts.get(k, '?')) for k in SPLITS)}, blake2b {str(fp.get('split_assignment'))[:8]}"
+
+
 def _fingerprint_changes(old: dict, new: dict) -> list[Change]:
     out = []
     old_files, new_files = old.get("files", {}), new.get("files", {})
     for source in sorted(set(old_files) | set(new_files)):
         a, b = old_files.get(source), new_files.get(source)
         if a != b:
-            describe = lambda f: _ABSENT if f is None else f"{f['frames']} frames, blake2b {f['blake2b'][:8]}"  # noqa: E731
-            out.append(Change(f"data.frames[{source}]", describe(a), describe(b), REFUSED))
+            out.append(Change(f"data.frames[{source}]", _describe_file(a), _describe_file(b), REFUSED))
     if old.get("split_assignment") != new.get("split_assignment"):
-        def describe(fp: dict) -> str:
-            counts = fp.get("split_counts") or {}
-            return f"train/valid/test {'/'.join(str(counts.get(k, '?')) for k in SPLITS)}, " \
-                   f"blake2b {str(fp.get('split_assignment'))[:8]}"
-        out.append(Change("data.split_assignment", describe(old), describe(new), REFUSED))
+        out.append(Change("data.split_assignment", _describe_split(old), _describe_split(new), REFUSED))
     return out
 
 
