@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 
+import ase.build
+import ase.io
 import jax
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 
 @pytest.fixture
@@ -16,6 +19,28 @@ def x64():
     jax.config.update("jax_enable_x64", True)
     yield
     jax.config.update("jax_enable_x64", previous)
+
+
+@pytest.fixture
+def si():
+    """Diamond Si, 8-atom cubic cell."""
+    return ase.build.bulk("Si", "diamond", a=5.43, cubic=True)
+
+
+@pytest.fixture
+def si_file(tmp_path, si):
+    """``si`` written to an extxyz file in the test's temporary folder."""
+    path = tmp_path / "si.extxyz"
+    ase.io.write(path, si)
+    return path
+
+
+@pytest.fixture
+def one_blas_thread():
+    """One BLAS thread: the ASE cell filters' tiny matrix functions (scipy expm/logm) are ~10x slower
+    with several OpenBLAS threads on a busy 2-core machine."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 @pytest.fixture

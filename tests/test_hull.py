@@ -17,7 +17,6 @@ import pytest
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.neighborlist import neighbor_list
 from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
-from threadpoolctl import threadpool_limits
 
 from mfjax import cli
 from mfjax.errors import DataError
@@ -102,18 +101,9 @@ def labelled(formula: str, energy: float | None, fidelity: str | None = None) ->
     return atoms
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_blas_thread():
-    """One BLAS thread: the cell filters' tiny matrix functions (scipy expm/logm) are ~10x slower with
-    several OpenBLAS threads on a busy 2-core machine."""
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
-
-
 @pytest.fixture(autouse=True)
-def commands(monkeypatch):
-    """``mfjax hull`` registered (idempotent once mfjax.cli lists it)."""
-    monkeypatch.setitem(cli.COMMANDS, "hull", ("mfjax.materials.cli_hull", "energies above the hull"))
+def _one_blas_thread(one_blas_thread):
+    """Every test here runs with one BLAS thread (conftest.one_blas_thread)."""
 
 
 def test_cli_labels_with_reference(tmp_path, capsys):

@@ -19,18 +19,6 @@ from mfjax.md.lennard_jones import lennard_jones_model
 from mfjax.utils.configtools import from_dict
 
 
-@pytest.fixture
-def si():
-    return ase.build.bulk("Si", "diamond", a=5.43, cubic=True)
-
-
-@pytest.fixture
-def si_file(tmp_path, si):
-    path = tmp_path / "si.extxyz"
-    ase.io.write(path, si)
-    return path
-
-
 def test_unknown_yaml_key_is_named_with_a_suggestion(tmp_path):
     path = tmp_path / "md.yaml"
     path.write_text("fidelity: high\ntempreature: 500\n")

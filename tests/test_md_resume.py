@@ -27,18 +27,6 @@ from mfjax.md.simulate import run_md
 MODEL = lennard_jones_model({"low": 0.010, "high": 0.012}, sigma=2.2, cutoff=5.0, species=(14,))
 
 
-@pytest.fixture
-def si():
-    return ase.build.bulk("Si", "diamond", a=5.43, cubic=True)
-
-
-@pytest.fixture
-def si_file(tmp_path, si):
-    path = tmp_path / "si.extxyz"
-    ase.io.write(path, si)
-    return path
-
-
 def data_lines(path) -> int:
     return sum(1 for line in open(path) if line.strip() and not line.startswith("#"))
 

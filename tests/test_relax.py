@@ -15,7 +15,6 @@ from ase.calculators.lj import LennardJones
 from ase.filters import ExpCellFilter, FrechetCellFilter
 from ase.optimize import BFGS, LBFGS
 from scipy.optimize import brentq
-from threadpoolctl import threadpool_limits
 
 from helpers.models import random_potential_model
 
@@ -28,18 +27,9 @@ from mfjax.md.lennard_jones import lennard_jones_model
 SIGMA, EPS, CUTOFF = 2.0, 1.0, 6.0  # eps of fidelity "high"; large, so forces are well above float32 noise
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_blas_thread():
-    """One BLAS thread: the cell filters' tiny matrix functions (scipy expm/logm) are ~10x slower with
-    several OpenBLAS threads on a busy 2-core machine."""
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
-
-
 @pytest.fixture(autouse=True)
-def commands(monkeypatch):
-    """``mfjax relax`` registered (idempotent once mfjax.cli lists it)."""
-    monkeypatch.setitem(cli.COMMANDS, "relax", ("mfjax.materials.cli_relax", "relax structures"))
+def _one_blas_thread(one_blas_thread):
+    """Every test here runs with one BLAS thread (conftest.one_blas_thread)."""
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ optional YAML file (``--config relax.yaml``), its flags and ``--set key=value`` 
 from __future__ import annotations
 
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Literal
 
 from mfjax.errors import ConfigError
-from mfjax.utils.configtools import apply_overrides, from_dict, option, read_yaml, template
+from mfjax.utils.configtools import check_choices, load_layered, option, template
 
 __all__ = ["RelaxConfig", "load_relax_config", "relax_config_template", "TRAJECTORY_SUFFIXES"]
 
@@ -52,11 +52,7 @@ class RelaxConfig:
         def key(name: str) -> str:
             return f"{where}.{name}" if where else name
 
-        hints = typing.get_type_hints(type(self))
-        for f in fields(self):  # Literal choices also for configs built directly, not from YAML
-            choices, value = typing.get_args(hints[f.name]), getattr(self, f.name)
-            if typing.get_origin(hints[f.name]) is Literal and value not in choices:
-                raise ConfigError(f"{key(f.name)}: {value!r} is not one of {list(choices)}")
+        check_choices(self, where)  # Literal choices also for configs built directly, not from YAML
         if not self.fmax > 0:
             raise ConfigError(f"{key('fmax')} must be > 0 eV/Å, got {self.fmax}")
         if self.steps < 0:
@@ -72,10 +68,7 @@ def load_relax_config(
 ) -> RelaxConfig:
     """The validated config from a YAML file (or the defaults), then ``values`` (e.g. the CLI flags
     that were given), then ``key=value`` ``overrides``. Unknown keys are errors with a suggestion."""
-    raw: dict = read_yaml(path) if path is not None else {}
-    raw.update(values or {})
-    apply_overrides(raw, list(overrides))
-    return from_dict(RelaxConfig, raw)
+    return load_layered(RelaxConfig, path, overrides, values)
 
 
 def relax_config_template() -> str:

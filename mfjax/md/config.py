@@ -7,15 +7,14 @@ YAML file (``--config md.yaml``), its flags and ``--set key=value`` overrides (:
 from __future__ import annotations
 
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from ase.data import atomic_numbers
 
 from mfjax.errors import ConfigError
-from mfjax.utils.configtools import apply_overrides, from_dict, option, template
+from mfjax.utils.configtools import check_choices, load_layered, option, template
 
 __all__ = ["TRAJECTORY_SUFFIXES", "MDConfig", "load_md_config", "md_config_template"]
 
@@ -65,11 +64,7 @@ class MDConfig:
         def key(name: str) -> str:
             return f"{where}.{name}" if where else name
 
-        hints = typing.get_type_hints(type(self))
-        for f in fields(self):  # Literal choices also for configs built directly, not from YAML
-            choices, value = typing.get_args(hints[f.name]), getattr(self, f.name)
-            if typing.get_origin(hints[f.name]) is Literal and value not in choices:
-                raise ConfigError(f"{key(f.name)}: {value!r} is not one of {list(choices)}")
+        check_choices(self, where)  # Literal choices also for configs built directly, not from YAML
         positive = {"timestep": self.timestep, "min_distance": self.min_distance,
                     "max_temperature_factor": self.max_temperature_factor, "max_drift": self.max_drift}
         if self.ensemble == "nvt":
@@ -99,18 +94,7 @@ def load_md_config(
 ) -> MDConfig:
     """The validated MD config from a YAML file (or the defaults), then ``values`` (e.g. the CLI
     flags that were given), then ``key=value`` ``overrides``. Unknown keys are errors with a suggestion."""
-    raw: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"MD config file {str(path)!r} does not exist")
-        with open(path) as handle:
-            raw = yaml.safe_load(handle) or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of MD keys")
-    raw.update(values or {})
-    apply_overrides(raw, list(overrides))
-    return from_dict(MDConfig, raw)
+    return load_layered(MDConfig, path, overrides, values)
 
 
 def md_config_template() -> str:

@@ -296,3 +296,24 @@ def add_config_flags(parser, cls: type, skip: tuple[str, ...] = (), converters: 
 def given_flags(args, cls: type) -> dict:
     """{field: value} of the ``add_config_flags`` flags that were given on the command line."""
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
+
+
+def check_choices(obj: Any, where: str = "") -> None:
+    """ConfigError for a ``Literal`` field of config dataclass ``obj`` whose value is not one of its
+    choices (``from_dict`` checks YAML input; this also covers configs built directly in Python)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        choices, value = typing.get_args(hints[f.name]), getattr(obj, f.name)
+        if typing.get_origin(hints[f.name]) is typing.Literal and value not in choices:
+            name = f"{where}.{f.name}" if where else f.name
+            raise ConfigError(f"{name}: {value!r} is not one of {list(choices)}")
+
+
+def load_layered(cls: type, path=None, overrides: typing.Sequence[str] = (), values: dict | None = None) -> Any:
+    """Config ``cls`` from a YAML file (or the defaults), then ``values`` (e.g. the CLI flags that
+    were given), then ``key=value`` ``overrides``; validated, unknown keys are errors with a
+    suggestion, YAML mistakes one line (``read_yaml``)."""
+    raw: dict = read_yaml(path) if path is not None else {}
+    raw.update(values or {})
+    apply_overrides(raw, list(overrides))
+    return from_dict(cls, raw)
