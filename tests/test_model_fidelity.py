@@ -122,3 +122,13 @@ def test_append_fidelity_keeps_old_predictions(x64, n_old, mode):
     after = energies(new_module, new_vars, n_old + 1)
     np.testing.assert_allclose(after[:, :n_old], before, atol=1e-6)
     np.testing.assert_allclose(new_vars["constants"]["e0"], np.concatenate([E0[:n_old], E0[2:]]))
+
+
+def test_append_fidelity_requires_its_e0_row():
+    """A zero E0 row would be hundreds of eV/atom off for all-electron energies: it must be given."""
+    variables = {"params": {}, "constants": {"e0": np.zeros((1, 3)), "scale": np.float32(1.0)}}
+    config = tiny_config()
+    with pytest.raises(TypeError):
+        append_fidelity(variables, config, ("lo",), "hi")  # the keyword is required
+    with pytest.raises(ValueError, match="e0_row must be the new fidelity's E0 per species, shape \\(3,\\)"):
+        append_fidelity(variables, config, ("lo",), "hi", e0_row=np.zeros(2))

@@ -216,7 +216,8 @@ def append_fidelity(
     config: ModelConfig,
     old_fidelities: Sequence[str],
     new_name: str,
-    e0_row: Any = None,
+    *,
+    e0_row: Any,
 ) -> tuple[Variables, tuple[str, ...]]:
     """Add a fidelity to trained variables without changing old-fidelity predictions (SPEC §3).
 
@@ -224,7 +225,9 @@ def append_fidelity(
     two when going from 1 to 2 fidelities, since a one-fidelity model has no one-hot), and all its
     existing 0e weights are multiplied by sqrt(fan_in_new / fan_in_old) so that e3nn's forward
     normalisation 1/sqrt(fan_in) leaves their contribution unchanged. Heads mode: the new head is
-    a copy of the first fidelity's head. E0 gains a row (``e0_row`` [S], zeros if None).
+    a copy of the first fidelity's head. E0 gains the row ``e0_row`` [S] (required: fit it on the new
+    fidelity's data, e.g. ``mfjax.data.statistics.fit_e0``; a zero row would be hundreds of eV/atom
+    off for all-electron energies).
     Returns (new variables, new fidelities); build the module with the new fidelities.
     """
     old = tuple(old_fidelities)
@@ -252,7 +255,10 @@ def append_fidelity(
             w = np.concatenate([w[:at], np.zeros((added,) + w.shape[1:], w.dtype), w[at:]])
             module[f"w[{i_in},{i_out}] {fan_new}x0e,{mul_out}x0e"] = jnp.asarray(w)
     e0 = np.asarray(variables["constants"]["e0"])
-    row = np.zeros((1, e0.shape[1]), e0.dtype) if e0_row is None else np.asarray(e0_row, e0.dtype)[None]
+    if e0_row is None or np.shape(e0_row) != (e0.shape[1],):
+        raise ValueError(f"append_fidelity: e0_row must be the new fidelity's E0 per species, shape ({e0.shape[1]},); "
+                         f"got {None if e0_row is None else np.shape(e0_row)} (fit it with mfjax.data.statistics.fit_e0)")
+    row = np.asarray(e0_row, e0.dtype)[None]
     constants = dict(variables["constants"], e0=jnp.asarray(np.concatenate([e0, row])))
     return {"params": params, "constants": constants}, old + (new_name,)
 
