@@ -9,6 +9,8 @@ organics_r2scan      r2scan    r2SCAN/def2-SVP energy+forces; ``region`` covered
 organics_ccsdt       ccsdt     CCSD(T)/cc-pVDZ (frozen core) energies, no forces
 si_pbe               pbe       2-atom diamond Si cells, PBE/gth-szv energy+forces+stress
 si_r2scan            r2scan    same cells (first 15), r2SCAN/gth-szv energy+stress, no forces
+sic_pbe              pbe       Si-C cells (experiments/materials/make_dataset.py; being labelled,
+                               resumable): PBE/gth-dzv energy+forces+stress, ke_cutoff 60 Ha
 ==================== ========= =============================================================
 
 Frames share ``info['structure_id']`` across fidelities when the geometry is the same. Units: eV, Å,
