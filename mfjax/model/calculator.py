@@ -69,6 +69,9 @@ class MfjaxCalculator(Calculator):
 
         self._run = jax.jit(run, static_argnums=2)
         self._dtype = model_dtype(model.variables)
+        # on the device once: a model fresh from training holds host (numpy) weights, which jit would
+        # otherwise copy to the device on every call (every MD step)
+        self._variables = jax.device_put(model.variables)
 
     @property
     def capacity(self) -> tuple[int, int]:
@@ -90,7 +93,7 @@ class MfjaxCalculator(Calculator):
         graph = single_graph(positions.astype(dtype), atoms.numbers, nl.senders, nl.receivers,
                              shifts=nl.shifts.astype(dtype), cell=cell.astype(dtype), pbc=pbc,
                              fidelity=self.fidelity_id, n_node=n_node, n_edge=n_edge)
-        out = self._run(self.model.variables, graph, periodic)
+        out = self._run(self._variables, graph, periodic)
         n = len(atoms)
         energy = float(np.asarray(out["energy"], dtype=np.float64)[0])
         self.results = {"energy": energy, "free_energy": energy,

@@ -156,6 +156,11 @@ class Model:
         return jax.jit(lambda variables, graph: physics_predict(apply_fn, variables, graph, compute_stress=True))
 
     @cached_property
+    def _device_variables(self) -> Any:
+        """The variables on the device, put there once (not copied again on every ``predict``)."""
+        return jax.device_put(self.variables)
+
+    @cached_property
     def _capacity(self) -> Capacity:
         return Capacity()
 
@@ -188,7 +193,7 @@ class Model:
         graph = single_graph(s.positions.astype(dtype), s.species, nl.senders, nl.receivers,
                              shifts=nl.shifts.astype(dtype), cell=s.cell.astype(dtype), pbc=s.pbc, fidelity=index,
                              n_node=n_node, n_edge=n_edge)
-        pred = jax.device_get(self._predict(self.variables, graph))
+        pred = jax.device_get(self._predict(self._device_variables, graph))
         return self._results(s, pred["energy"][0], pred["forces"][: s.num_atoms], pred["stress"][0])
 
     def _predict_batch(self, frames, index: int) -> list[dict]:
@@ -196,7 +201,7 @@ class Model:
         graph = structures_to_graph(chunk, self.cutoff, {self.fidelities[index]: index})
         padded = pad_graph(graph, _bucket(len(graph.nodes.species) + 1, 8), _bucket(len(graph.senders), 64),
                            _bucket(len(chunk) + 1, 2))
-        pred = jax.device_get(self._predict(self.variables, cast_floats(padded, np.dtype(self.dtype))))
+        pred = jax.device_get(self._predict(self._device_variables, cast_floats(padded, np.dtype(self.dtype))))
         out, start = [], 0
         for g, s in enumerate(chunk):
             n = s.num_atoms
