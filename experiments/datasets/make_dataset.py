@@ -46,6 +46,16 @@ SI_PBE, SI_R2SCAN = 30, 15
 CHUNK = 40  # paired PBE/r2SCAN frames labelled per round
 SI_SETTINGS = Settings(kmesh=(2, 2, 2), ke_cutoff=40.0, pseudo="gth-pbe")
 
+# The extension (issue 17): five more molecules, a compositional gap and a larger fixed HF test set.
+#: r2SCAN training data at 300/600 K, like the first three molecules.
+EXTRA_HF = {"formaldehyde": "H2CO", "ethylene": "C2H4"}
+#: PBE only in training: r2SCAN labels exist only in the test file (region "gap").
+EXTRA_GAP = {"water": "H2O", "ammonia": "NH3", "acetaldehyde": "CH3CHO"}
+EXTRA_PBE_PER_T = 30  # 5 molecules x 4 temperatures x 30 = 600 PBE frames
+EXTRA_R2SCAN_PER_T = 25  # 2 x 2 x 25 = 100 paired r2SCAN training frames (covered region)
+TEST_COVERED_PER_T = 10  # 5 HF molecules x 2 x 10 = 100 unseen geometries, r2SCAN only
+TEST_GAP_PER_T = 12  # 3 gap molecules x 2 x 12 = 72, r2SCAN only
+
 
 def sample_organics(path: Path) -> None:
     """GFN2-xTB Langevin MD snapshots, interleaved over (molecule, temperature)."""
@@ -67,6 +77,44 @@ def sample_organics(path: Path) -> None:
     ordered = [runs[key][k] for k in range(FRAMES_PER_T) for key in runs]
     path.parent.mkdir(parents=True, exist_ok=True)
     ase.io.write(path, ordered, format="extxyz")
+
+
+def _snapshots(name: str, key: str, temp: float, n: int, seed: int, tag: str, region: str) -> list[Atoms]:
+    from mfjax.label.sampling import md_snapshots
+
+    ref = molecule(key)
+    ref.info = {"molecule": name}
+    frames = md_snapshots(ref, temp, n, seed=seed)
+    for k, atoms in enumerate(frames):
+        atoms.info.update({"structure_id": f"{name}-{tag}T{int(temp)}-{k:03d}", "region": region,
+                           "sample_index": k})
+    return frames
+
+
+def sample_extra(path: Path) -> None:
+    """Training snapshots of the five new molecules, then the fixed r2SCAN test geometries.
+
+    Test geometries come from separate MD runs (their own seeds, ``structure_id`` tag ``test-``), so no
+    test geometry is labelled at any fidelity in training: ``split`` = "test" on each of them.
+    """
+    extra = {**EXTRA_HF, **EXTRA_GAP}
+    runs: dict[tuple[str, float], list[Atoms]] = {}
+    for m, (name, key) in enumerate(extra.items()):
+        for t, temp in enumerate(COVERED_T + UNCOVERED_T):
+            region = "covered" if temp in COVERED_T else "uncovered"
+            runs[(name, temp)] = _snapshots(name, key, temp, EXTRA_PBE_PER_T, 5000 + 100 * m + t, "", region)
+            print(f"sampled {name} {temp:.0f} K", flush=True)
+    train = [runs[key][k] for k in range(EXTRA_PBE_PER_T) for key in runs]
+    test: list[Atoms] = []
+    for m, (name, key) in enumerate({**MOLECULES, **extra}.items()):
+        gap = name in EXTRA_GAP
+        for t, temp in enumerate(COVERED_T):
+            n = TEST_GAP_PER_T if gap else TEST_COVERED_PER_T
+            test += _snapshots(name, key, temp, n, 9000 + 100 * m + t, "test-", "gap" if gap else "covered")
+    for atoms in test:
+        atoms.info["split"] = "test"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ase.io.write(path, train + test, format="extxyz")
 
 
 def sample_si(path: Path) -> None:
@@ -115,17 +163,35 @@ def stage(name: str, frames: list[Atoms], level: str, out: str, workers: int,
         _record(name, summary, seconds)
 
 
+def make_extra(frames: list[Atoms], workers: int) -> None:
+    """HF training pairs first, then the r2SCAN test file, then the remaining PBE frames."""
+    train = [a for a in frames if a.info.get("split") != "test"]
+    test = [a for a in frames if a.info.get("split") == "test"]
+    paired = [a for a in train if a.info["molecule"] in EXTRA_HF and a.info["region"] == "covered"
+              and a.info["sample_index"] < EXTRA_R2SCAN_PER_T]
+    stage("organics_extra_pbe_paired", paired, "pbe/def2-svp", "organics_extra_pbe.extxyz", workers)
+    stage("organics_extra_r2scan", paired, "r2scan/def2-svp", "organics_extra_r2scan.extxyz", workers)
+    stage("organics_r2scan_test", test, "r2scan/def2-svp", "organics_r2scan_test.extxyz", workers)
+    gap_first = sorted(train, key=lambda a: a.info["molecule"] not in EXTRA_GAP)
+    stage("organics_extra_pbe", gap_first, "pbe/def2-svp", "organics_extra_pbe.extxyz", workers)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--only", choices=["sample", "organics", "si"], default=None)
+    parser.add_argument("--only", choices=["sample", "organics", "si", "extra"], default=None)
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     org = load(STRUCTURES / "organics_structures.extxyz", sample_organics)
     si = load(STRUCTURES / "si_structures.extxyz", sample_si)
+    extra = load(STRUCTURES / "organics_extra_structures.extxyz", sample_extra)
     if args.only == "sample":
         return 0
     w = args.workers
+    if args.only == "extra":
+        make_extra(extra, w)
+        print(f"total {time.perf_counter() - t0:.0f} s", flush=True)
+        return 0
     r2 = _pick(org, R2SCAN_COVERED_PER_T, R2SCAN_UNCOVERED_PER_T)
     if args.only in (None, "organics"):
         for start in range(0, len(r2), CHUNK):  # alternate so both files grow, fully paired
