@@ -8,6 +8,9 @@ Layout of a "potential" bundle::
                           "fidelities": [names...], "cutoff", "avg_num_neighbors", "training": {...}}
       variables.msgpack  flax.serialization msgpack of {"params": ..., "constants": {"e0", "scale"}}
 
+An ensemble of K potentials is a "potential" bundle whose model.json adds ``"ensemble_size": K``
+and whose every variable has a leading member axis [K, ...] (one file, one manifest).
+
 A "delta" bundle (Δ-learning: a base potential at one of its fidelities plus a Δ potential) is a
 ``model.json`` of kind "delta" naming two "potential" bundles ``base/`` and ``delta/`` beside it.
 Bundles are written to a temporary sibling directory and renamed into place.

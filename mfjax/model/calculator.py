@@ -4,6 +4,9 @@ The neighbour list is built on the host (``mfjax.data.neighbors``) for every cal
 structure becomes a padded graph through the one single-structure builder
 (``mfjax.data.single``) with capacities that only grow, so an MD run or a relaxation reuses one
 compiled ``predict`` instead of recompiling each step.
+
+For an ensemble model (``model.ensemble_size``) the results are the members' mean and also hold
+``energy_std`` (eV) and ``forces_std`` [n] (eV/Å per atom; ``mfjax.model.uncertainty``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from mfjax.data.neighbors import neighbor_list
 from mfjax.data.single import Capacity, single_graph
 from mfjax.errors import ConfigError
+from mfjax.model.uncertainty import ensemble_predict
 from mfjax.physics import predict
 
 __all__ = ["MfjaxCalculator", "check_species"]
@@ -51,7 +55,7 @@ class MfjaxCalculator(Calculator):
     exposed for tests and diagnostics.
     """
 
-    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "energy_std", "forces_std"]
 
     def __init__(self, model: Any, fidelity: str | None = None, capacity_factor: float = 1.25,
                  initial_margin: float = 0.05, **kwargs):
@@ -62,9 +66,13 @@ class MfjaxCalculator(Calculator):
         self._capacity = Capacity(margin=initial_margin, factor=capacity_factor)
         self.compile_count = 0
         apply_fn = model.apply_fn
+        self.ensemble = getattr(model, "ensemble_size", None) is not None
+        member_apply = model.spec.module.apply if self.ensemble else None
 
         def run(variables, graph, compute_stress: bool):
             self.compile_count += 1  # Python side effect: runs once per trace
+            if member_apply is not None:
+                return ensemble_predict(member_apply, variables, graph, compute_stress=compute_stress)
             return predict(apply_fn, variables, graph, compute_stress=compute_stress)
 
         self._run = jax.jit(run, static_argnums=2)
@@ -98,5 +106,8 @@ class MfjaxCalculator(Calculator):
         energy = float(np.asarray(out["energy"], dtype=np.float64)[0])
         self.results = {"energy": energy, "free_energy": energy,
                         "forces": np.asarray(out["forces"], dtype=np.float64)[:n]}
+        if self.ensemble:
+            self.results["energy_std"] = float(np.asarray(out["energy_std"], dtype=np.float64)[0])
+            self.results["forces_std"] = np.asarray(out["forces_std"], dtype=np.float64)[:n]
         if periodic:
             self.results["stress"] = full_3x3_to_voigt_6_stress(np.asarray(out["stress"], dtype=np.float64)[0])

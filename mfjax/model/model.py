@@ -4,6 +4,10 @@ Every caller (training, strategies, ``load_model``, MD, the Δ pair) holds a ``M
 model is a ``Model`` too: its network (``spec``) is a Δ potential at one fidelity and ``base`` names
 another potential and the fidelity it is evaluated at; the energy is the sum of the two. ``apply_fn``
 hides the difference: ``apply_fn(model.variables, graph, edge_vectors) -> [N]`` atomic energies.
+
+An ensemble is a ``Model`` too (``ensemble_size`` K): its variables carry a leading member axis
+[K, ...], ``apply_fn`` is the members' mean (``mfjax.model.uncertainty``) and ``predict`` / the ASE
+calculator add "energy_std" (per structure) and "forces_std" (per atom) to the mean prediction.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from mfjax.model.bundle import read_manifest, read_variables, write_delta, write
 from mfjax.model.calculator import MfjaxCalculator, check_species, model_dtype
 from mfjax.model.energy import energy_fn
 from mfjax.model.spec import ModelSpec
+from mfjax.model.uncertainty import ensemble_apply, ensemble_predict, member_variables, stack_members
 from mfjax.physics import predict as physics_predict
 
 __all__ = ["BaseTerm", "Model", "load_model", "check_precision"]
@@ -52,13 +57,26 @@ class Model:
     """A potential in memory.
 
     spec: the network; variables: {"params", "constants"} (a Δ model: {"base": ..., "delta": ...});
-    base: the base potential of a Δ model (None otherwise); metadata: the bundle manifest, if loaded.
+    base: the base potential of a Δ model (None otherwise); metadata: the bundle manifest, if loaded;
+    ensemble_size: K for an ensemble of K potentials (variables [K, ...]; None for one model).
     """
 
     spec: ModelSpec
     variables: Any
     base: BaseTerm | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    ensemble_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.ensemble_size is not None:
+            if self.base is not None:
+                raise ConfigError("an ensemble of Δ models is not supported (ensembles are of plain potentials)")
+            k = int(self.ensemble_size)
+            sizes = {np.shape(x)[0] if np.ndim(x) else None for x in jax.tree.leaves(self.variables)}
+            if k < 1 or sizes != {k}:
+                raise ConfigError(f"ensemble_size {k}: every variable needs a leading member axis of that size "
+                                  f"(found {sorted(map(str, sizes))})")
+            object.__setattr__(self, "ensemble_size", k)
 
     # ---- what every caller reads ---------------------------------------------------------------
     @property
@@ -86,12 +104,18 @@ class Model:
         return "potential" if self.base is None else "delta"
 
     @property
+    def is_ensemble(self) -> bool:
+        return self.ensemble_size is not None
+
+    @property
     def dtype(self):
         return model_dtype(self.variables)
 
     @property
     def key(self) -> Hashable:
         """What changes the computation: equal keys share compiled steps."""
+        if self.is_ensemble:
+            return ("ensemble", self.ensemble_size, self.spec.key)
         if self.base is None:
             return ("potential", self.spec.key)
         return ("delta", self.base.spec.key, self.base.spec.fidelity_index(self.base.fidelity), self.spec.key)
@@ -101,13 +125,16 @@ class Model:
         return self.spec.fidelity_index(name)
 
     def __repr__(self) -> str:
-        return f"Model(kind={self.kind!r}, species={self.species}, fidelities={self.fidelities}, cutoff={self.cutoff})"
+        ensemble = f", ensemble_size={self.ensemble_size}" if self.is_ensemble else ""
+        return f"Model(kind={self.kind!r}{ensemble}, species={self.species}, fidelities={self.fidelities}, cutoff={self.cutoff})"
 
     # ---- the energy function -------------------------------------------------------------------
     @cached_property
     def apply_fn(self) -> Callable:
         """``apply_fn(variables, graph, edge_vectors [E, 3]) -> [N]`` atomic energies (eV)."""
         own = self.spec.module.apply
+        if self.is_ensemble:
+            return ensemble_apply(own)
         if self.base is None:
             return own
         base_apply = self.base.spec.module.apply
@@ -139,6 +166,22 @@ class Model:
             raise ValueError("not a Δ model")
         return Model(self.base.spec, self.variables["base"]), Model(self.spec, self.variables["delta"])
 
+    @classmethod
+    def ensemble(cls, members: "list[Model]", metadata=None) -> "Model":
+        """An ensemble of K plain potentials of one spec (variables stacked on a leading axis)."""
+        if not members or any(m.base is not None or m.is_ensemble for m in members):
+            raise ConfigError("an ensemble is built from one or more plain (non-Δ, non-ensemble) potentials")
+        if any(m.spec != members[0].spec for m in members):
+            raise ConfigError("ensemble members must share one spec (architecture, species, fidelities)")
+        variables = stack_members([jax.device_get(m.variables) for m in members])
+        return cls(members[0].spec, variables, metadata=dict(metadata or {}), ensemble_size=len(members))
+
+    def members(self) -> "list[Model]":
+        """The K member potentials of an ensemble ([self] for one model)."""
+        if not self.is_ensemble:
+            return [self]
+        return [Model(self.spec, member_variables(self.variables, k)) for k in range(self.ensemble_size)]
+
     def replace(self, **changes) -> "Model":
         return replace(self, **changes)
 
@@ -152,6 +195,9 @@ class Model:
     # ---- prediction ----------------------------------------------------------------------------
     @cached_property
     def _predict(self) -> Callable:
+        if self.is_ensemble:
+            member = self.spec.module.apply
+            return jax.jit(lambda variables, graph: ensemble_predict(member, variables, graph, compute_stress=True))
         apply_fn = self.apply_fn
         return jax.jit(lambda variables, graph: physics_predict(apply_fn, variables, graph, compute_stress=True))
 
@@ -166,7 +212,8 @@ class Model:
 
     def predict(self, atoms_or_list, fidelity: str | None = None, batch_size: int = 32):
         """Energy (eV), forces [n, 3] (eV/Å) and, for periodic cells, stress (Voigt-6, eV/Å^3, ASE
-        sign) of one ``ase.Atoms`` (a dict) or a list of them (a list of dicts)."""
+        sign) of one ``ase.Atoms`` (a dict) or a list of them (a list of dicts). An ensemble gives
+        the members' mean plus "energy_std" (eV) and "forces_std" [n] (eV/Å, per atom)."""
         single = not isinstance(atoms_or_list, (list, tuple))
         frames = [atoms_or_list] if single else list(atoms_or_list)
         index = self.fidelity_index(fidelity)
@@ -179,10 +226,13 @@ class Model:
             out.extend(self._predict_batch(frames[k : k + batch_size], index))
         return out
 
-    def _results(self, structure, energy, forces, stress) -> dict:
-        res = {"energy": float(energy), "forces": np.asarray(forces, np.float64)}
+    def _results(self, structure, pred: dict, graph: int, atoms: slice) -> dict:
+        res = {"energy": float(pred["energy"][graph]), "forces": np.asarray(pred["forces"][atoms], np.float64)}
         if structure.pbc.all() and abs(np.linalg.det(structure.cell)) > 0:
-            res["stress"] = np.asarray(stress, np.float64)[_VOIGT]
+            res["stress"] = np.asarray(pred["stress"][graph], np.float64)[_VOIGT]
+        if "energy_std" in pred:
+            res["energy_std"] = float(pred["energy_std"][graph])
+            res["forces_std"] = np.asarray(pred["forces_std"][atoms], np.float64)
         return res
 
     def _predict_one(self, atoms, index: int) -> dict:
@@ -194,7 +244,7 @@ class Model:
                              shifts=nl.shifts.astype(dtype), cell=s.cell.astype(dtype), pbc=s.pbc, fidelity=index,
                              n_node=n_node, n_edge=n_edge)
         pred = jax.device_get(self._predict(self._device_variables, graph))
-        return self._results(s, pred["energy"][0], pred["forces"][: s.num_atoms], pred["stress"][0])
+        return self._results(s, pred, 0, slice(0, s.num_atoms))
 
     def _predict_batch(self, frames, index: int) -> list[dict]:
         chunk = [structure_from_atoms(a, self.fidelities[index]) for a in frames]
@@ -205,7 +255,7 @@ class Model:
         out, start = [], 0
         for g, s in enumerate(chunk):
             n = s.num_atoms
-            out.append(self._results(s, pred["energy"][g], pred["forces"][start : start + n], pred["stress"][g]))
+            out.append(self._results(s, pred, g, slice(start, start + n)))
             start += n
         return out
 
@@ -224,6 +274,8 @@ class Model:
         """Write the model as a bundle directory (``mfjax.model.bundle``), atomically; variables are
         stored as they are (float32 for a training run)."""
         host = jax.device_get(self.variables)
+        if self.is_ensemble:
+            return write_potential(path, {**self.spec.to_dict(), "ensemble_size": self.ensemble_size}, host, training)
         if self.base is None:
             return write_potential(path, self.spec.to_dict(), host, training)
         return write_delta(path, (self.base.spec.to_dict(), host["base"]), self.base.fidelity,
@@ -249,7 +301,9 @@ def _load_potential(path: Path, manifest: dict, dtype) -> Model:
         spec = ModelSpec.from_dict(manifest)
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"{path / 'model.json'}: incomplete model manifest (missing {exc})") from None
-    return Model(spec, read_variables(path), metadata=manifest).astype(dtype)
+    size = manifest.get("ensemble_size")
+    return Model(spec, read_variables(path), metadata=manifest,
+                 ensemble_size=None if size is None else int(size)).astype(dtype)
 
 
 def load_model(path: str | Path, precision: str = "float32") -> Model:
