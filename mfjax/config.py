@@ -101,6 +101,11 @@ class LossConfig:
         doc="Per-fidelity structure weights, e.g. {r2scan: 7.0} to up-weight scarce high-fidelity data.",
         factory=dict,
     )
+    fidelity_l2: float = option(
+        0.0,
+        "L2 penalty fidelity_l2 * sum w^2 on the fidelity-specific weights (the one-hot rows of the conditioned "
+        "linears and of the node embedding, the readout heads in heads mode), added to the loss; 0 = off.",
+    )
 
     def validate(self, where: str = "train.loss") -> None:
         for name in ("energy_weight", "forces_weight", "stress_weight"):
@@ -108,6 +113,8 @@ class LossConfig:
                 raise ConfigError(f"{where}.{name} must be >= 0, got {getattr(self, name)}")
         if self.delta <= 0:
             raise ConfigError(f"{where}.delta must be > 0, got {self.delta}")
+        if self.fidelity_l2 < 0:
+            raise ConfigError(f"{where}.fidelity_l2 must be >= 0 (0 = off), got {self.fidelity_l2}")
         for fid, w in self.fidelity_weights.items():
             if w < 0:
                 raise ConfigError(f"{where}.fidelity_weights.{fid} must be >= 0, got {w}")

@@ -17,7 +17,7 @@ import numpy as np
 from mfjax.data import fidelity as fidelity_names
 from mfjax.data.graph import Graph
 from mfjax.nn.config import ModelConfig
-from mfjax.nn.model import Potential, init_variables
+from mfjax.nn.model import Potential, fidelity_weight_mask, init_variables
 from mfjax.utils.configtools import from_dict, to_dict
 
 __all__ = ["ModelSpec"]
@@ -78,6 +78,11 @@ class ModelSpec:
         any padded graph (its float dtype sets the variables' dtype)."""
         example = jax.tree.map(np.asarray, example)
         return jax.device_get(init_variables(self.module, jax.random.PRNGKey(seed), example, e0=e0, scale=scale))
+
+    def fidelity_weight_mask(self, params: Any) -> Any:
+        """Pytree like ``params``: 1 on the fidelity-specific weights (``mfjax.nn.model.fidelity_weight_mask``:
+        one-hot rows of the conditioned linears and of the node embedding, heads), 0 elsewhere."""
+        return fidelity_weight_mask(params, self.config, len(self.fidelities))
 
     # ---- (de)serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict:

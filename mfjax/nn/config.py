@@ -31,6 +31,18 @@ class ModelConfig:
         "How the fidelity enters: one-hot concatenated to intro/outro/first-readout linears (SevenNet), "
         "or fidelity-indexed readout heads.",
     )
+    fidelity_embedding: bool = option(
+        False,
+        "Also concatenate the fidelity one-hot to the species one-hot of the node embedding "
+        "(SevenNet's use_modal_node_embedding; any fidelity_mode). Off: the embedding sees species only.",
+    )
+    fidelity_scale: bool = option(
+        False,
+        "Trainable per-fidelity energy scale s[f] (initialised to 1): E_i = scale * s * e_i + E0[f, Z_i].",
+    )
+    fidelity_scale_per_species: bool = option(
+        False, "With fidelity_scale: one scale per fidelity and species, s[f, Z_i] (SevenNet's modal-wise scale)."
+    )
 
     def validate(self, where: str = "model") -> None:
         if self.cutoff <= 0:
@@ -41,6 +53,8 @@ class ModelConfig:
             raise ConfigError(f"{where}: lmax must be >= 0 and num_basis >= 1")
         if any(int(h) < 1 for h in self.radial_hidden):
             raise ConfigError(f"{where}.radial_hidden sizes must be >= 1, got {self.radial_hidden}")
+        if self.fidelity_scale_per_species and not self.fidelity_scale:
+            raise ConfigError(f"{where}.fidelity_scale_per_species needs {where}.fidelity_scale: true")
         import e3nn_jax as e3nn
 
         try:

@@ -163,14 +163,18 @@ def gate(x: e3nn.IrrepsArray, irreps_out: e3nn.Irreps) -> e3nn.IrrepsArray:
 # flax shells
 # ---------------------------------------------------------------------------------------------
 class SpeciesEmbedding(nn.Module):
-    """one-hot(species) [N, S] -> Linear (no bias) -> C scalars [N, Cx0e]."""
+    """one-hot(species) [N, S] -> Linear (no bias) -> C scalars [N, Cx0e].
+
+    With a fidelity one-hot [N, F] (``model.fidelity_embedding``) the linear's input is
+    ``fidelity one-hot ⊕ species one-hot`` [N, F + S] (SevenNet's modal node embedding).
+    """
 
     channels: int
 
     @nn.compact
-    def __call__(self, species_onehot: Array) -> e3nn.IrrepsArray:
+    def __call__(self, species_onehot: Array, fidelity_onehot: Array | None = None) -> e3nn.IrrepsArray:
         onehot = e3nn.IrrepsArray(f"{species_onehot.shape[-1]}x0e", species_onehot)
-        return e3nn.flax.Linear(f"{self.channels}x0e", name="linear")(onehot)
+        return e3nn.flax.Linear(f"{self.channels}x0e", name="linear")(with_fidelity(onehot, fidelity_onehot))
 
 
 class InteractionBlock(nn.Module):

@@ -4,6 +4,11 @@
 returns atomic energies [N] in eV, ``E_i = scale * e_i + E0[fidelity_i, species_i]``, exactly 0 on
 padding nodes. Variables: ``{"params": ..., "constants": {"e0": [F, S], "scale": []}}``; only
 "params" are trained (and counted by ``count_parameters``).
+
+Options (all off by default; off, the parameters and the computation are those of the plain model):
+``fidelity_embedding`` feeds the fidelity one-hot to the node embedding as well;
+``fidelity_scale`` adds a trained param ``fidelity_scale`` [F, 1] ([F, S] per species), initialised
+to 1, with ``E_i = scale * fidelity_scale[f_i, s_i] * e_i + E0[f_i, s_i]``.
 """
 
 from __future__ import annotations
@@ -83,9 +88,8 @@ class Potential(nn.Module):
 
         species_index = jnp.asarray(species_table(self.species))[graph.nodes.species]
         node_fidelity = graph.globals.fidelity[node_graph_index(graph)]
-        fid_onehot = None
-        if cfg.fidelity_mode == "conditioning" and n_fid > 1:
-            fid_onehot = jax.nn.one_hot(node_fidelity, n_fid, dtype=dtype)
+        onehot = jax.nn.one_hot(node_fidelity, n_fid, dtype=dtype) if n_fid > 1 else None
+        fid_onehot = onehot if cfg.fidelity_mode == "conditioning" else None
 
         radial, sh = EdgeEmbedding(
             cfg.cutoff, cfg.num_basis, cfg.lmax, cfg.parity, cfg.envelope, name="edge_embedding"
@@ -93,7 +97,7 @@ class Potential(nn.Module):
 
         channels = e3nn.Irreps(cfg.hidden_irreps).count("0e")
         x = SpeciesEmbedding(channels, name="species_embedding")(
-            jax.nn.one_hot(species_index, n_species, dtype=dtype)
+            jax.nn.one_hot(species_index, n_species, dtype=dtype), onehot if cfg.fidelity_embedding else None
         )
         for t, (irreps_out, filt) in enumerate(block_irreps(cfg)):
             x = InteractionBlock(
@@ -113,6 +117,10 @@ class Potential(nn.Module):
             "constants", "e0", lambda: jnp.zeros((n_fid, n_species), dtype)
         ).value
         scale = self.variable("constants", "scale", lambda: jnp.ones((), dtype)).value
+        if cfg.fidelity_scale:
+            shape = (n_fid, n_species if cfg.fidelity_scale_per_species else 1)
+            s = jnp.asarray(self.param("fidelity_scale", lambda _, shape: jnp.ones(shape, dtype), shape))
+            e = s[node_fidelity, species_index if cfg.fidelity_scale_per_species else 0] * e
         energies = scale * e + e0[node_fidelity, species_index]
         energies = jnp.where(node_mask(graph), energies, 0.0)
         assert energies.shape == (n_nodes,), energies.shape
@@ -141,6 +149,8 @@ def init_variables(
         name = str(getattr(path[-1], "key", path[-1]))
         if name == "bessel_frequencies":
             value = np.arange(1, leaf.shape[0] + 1) * (math.pi / module.config.cutoff)
+        elif name == "fidelity_scale":
+            value = np.ones(leaf.shape)
         elif name.startswith("w[") or name == "kernel":
             value = host_rng.standard_normal(leaf.shape)
         else:
@@ -157,7 +167,8 @@ def init_variables(
 
 
 def count_parameters(params: Any) -> int:
-    """Number of trainable scalars (the "params" collection; E0 and scale are not counted)."""
+    """Number of trainable scalars (the "params" collection, ``fidelity_scale`` included; the
+    constants E0 and scale are not counted)."""
     return int(sum(np.size(leaf) for leaf in jax.tree.leaves(params)))
 
 
@@ -182,6 +193,16 @@ def _conditioned_scalar_weights(params: Any) -> list[tuple[tuple[str, ...], str]
     return found
 
 
+def _onehot_weights(params: Any, config: ModelConfig) -> list[tuple[tuple[str, ...], str]]:
+    """(module path, key) of every 0e->0e weight whose first rows multiply the fidelity one-hot:
+    the conditioned linears (conditioning mode) and the node embedding (``fidelity_embedding``)."""
+    found = _conditioned_scalar_weights(params) if config.fidelity_mode == "conditioning" else []
+    if config.fidelity_embedding:
+        path = ("species_embedding", "linear")
+        found += [(path, key) for key in _get(params, path) if _SCALAR_WEIGHT.match(key)]
+    return found
+
+
 def _get(tree: Any, path: tuple[str, ...]) -> Any:
     for key in path:
         tree = tree[key]
@@ -192,14 +213,16 @@ def fidelity_weight_mask(params: Any, config: ModelConfig, num_fidelities: int) 
     """Pytree like ``params``: 1 on fidelity-specific weights, 0 on shared ones.
 
     Conditioning mode: the one-hot rows of the conditioned linears (all zeros with one fidelity,
-    which has no one-hot). Heads mode: the whole (fidelity-indexed) readout. Use it to zero,
-    inspect or L2-penalise the fidelity-specific weights.
+    which has no one-hot). Heads mode: the whole (fidelity-indexed) readout. With
+    ``fidelity_embedding`` also the one-hot rows of the node embedding. ``fidelity_scale`` (a scale
+    around 1, not a weight around 0) is not included. Use it to zero, inspect or L2-penalise the
+    fidelity-specific weights; it works on traced params too (only names and shapes are read).
     """
     mask = _thaw(jax.tree.map(lambda w: np.zeros(np.shape(w), np.float32), params))
     if config.fidelity_mode == "heads":
         mask["readout"] = jax.tree.map(lambda w: np.ones_like(w), mask["readout"])
-    elif num_fidelities > 1:
-        for path, key in _conditioned_scalar_weights(params):
+    if num_fidelities > 1:
+        for path, key in _onehot_weights(params, config):
             _get(mask, path)[key][:num_fidelities] = 1.0
     return mask
 
@@ -225,7 +248,9 @@ def append_fidelity(
     two when going from 1 to 2 fidelities, since a one-fidelity model has no one-hot), and all its
     existing 0e weights are multiplied by sqrt(fan_in_new / fan_in_old) so that e3nn's forward
     normalisation 1/sqrt(fan_in) leaves their contribution unchanged. Heads mode: the new head is
-    a copy of the first fidelity's head. E0 gains the row ``e0_row`` [S] (required: fit it on the new
+    a copy of the first fidelity's head. With ``fidelity_embedding`` the node embedding gains one-hot
+    rows as the conditioned linears do (any mode); ``fidelity_scale`` gains a copy of the first
+    fidelity's row. E0 gains the row ``e0_row`` [S] (required: fit it on the new
     fidelity's data, e.g. ``mfjax.data.statistics.fit_e0``; a zero row would be hundreds of eV/atom
     off for all-electron energies).
     Returns (new variables, new fidelities); build the module with the new fidelities.
@@ -242,18 +267,20 @@ def append_fidelity(
             for key, w in layer.items():
                 w = np.asarray(w)
                 layer[key] = jnp.asarray(np.concatenate([w, w[:1]], axis=0))
-    else:
-        added = 2 if n_old == 1 else 1
-        for path, key in _conditioned_scalar_weights(params):
-            module = _get(params, path)
-            w = np.asarray(module.pop(key))
-            i_in, i_out, fan_old, mul_out = _SCALAR_WEIGHT.match(key).groups()
-            fan_old = int(fan_old)
-            fan_new = fan_old + added
-            w = w * np.asarray(math.sqrt(fan_new / fan_old), w.dtype)
-            at = 0 if n_old == 1 else n_old  # one-hot rows come first (layers.with_fidelity)
-            w = np.concatenate([w[:at], np.zeros((added,) + w.shape[1:], w.dtype), w[at:]])
-            module[f"w[{i_in},{i_out}] {fan_new}x0e,{mul_out}x0e"] = jnp.asarray(w)
+    if config.fidelity_scale:
+        s = np.asarray(params["fidelity_scale"])
+        params["fidelity_scale"] = jnp.asarray(np.concatenate([s, s[:1]], axis=0))
+    added = 2 if n_old == 1 else 1
+    for path, key in _onehot_weights(params, config):
+        module = _get(params, path)
+        w = np.asarray(module.pop(key))
+        i_in, i_out, fan_old, mul_out = _SCALAR_WEIGHT.match(key).groups()
+        fan_old = int(fan_old)
+        fan_new = fan_old + added
+        w = w * np.asarray(math.sqrt(fan_new / fan_old), w.dtype)
+        at = 0 if n_old == 1 else n_old  # one-hot rows come first (layers.with_fidelity)
+        w = np.concatenate([w[:at], np.zeros((added,) + w.shape[1:], w.dtype), w[at:]])
+        module[f"w[{i_in},{i_out}] {fan_new}x0e,{mul_out}x0e"] = jnp.asarray(w)
     e0 = np.asarray(variables["constants"]["e0"])
     if e0_row is None or np.shape(e0_row) != (e0.shape[1],):
         raise ValueError(f"append_fidelity: e0_row must be the new fidelity's E0 per species, shape ({e0.shape[1]},); "

@@ -54,8 +54,9 @@ class StepCache:
         if key not in self._steps:
             optimizer, _ = make_optimizer(train_cfg, 1)  # the schedule's numbers come from the state
             predict = make_predict_fn(model.apply_fn, bool(compute_stress))
+            mask = model.spec.fidelity_weight_mask if settings.fidelity_l2 else None
             step = make_train_step(predict, optimizer, settings, fw, ema_decay=train_cfg.ema, trainable=trainable,
-                                   mesh=mesh)
+                                   mesh=mesh, fidelity_mask=mask)
             self._steps[key] = self._timed(step)
         return self._steps[key]
 

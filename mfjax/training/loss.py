@@ -41,6 +41,7 @@ class LossSettings:
     energy_weight: float = 1.0
     forces_weight: float = 1.0
     stress_weight: float = 0.01
+    fidelity_l2: float = 0.0  # L2 penalty on the fidelity-specific weights (added in training.step)
 
 
 def settings_from_config(loss_cfg) -> LossSettings:
@@ -50,6 +51,7 @@ def settings_from_config(loss_cfg) -> LossSettings:
         energy_weight=float(loss_cfg.energy_weight),
         forces_weight=float(loss_cfg.forces_weight),
         stress_weight=float(loss_cfg.stress_weight),
+        fidelity_l2=float(loss_cfg.fidelity_l2),
     )
 
 

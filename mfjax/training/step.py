@@ -9,6 +9,10 @@ transpose of ``shard_map``; nothing is averaged twice.
 
 Non-finite guard: when the loss or the gradient norm is not finite the whole state is kept as it
 was (``jnp.where`` per leaf) and ``finite`` is False in the returned logs.
+
+``train.loss.fidelity_l2`` > 0 adds ``fidelity_l2 * sum(mask * w^2)`` over the fidelity-specific
+weights (``fidelity_mask(params)``, e.g. ``ModelSpec.fidelity_weight_mask``) to the loss, once per
+step (not per device); the logged ``loss`` includes it, ``per_fidelity_loss`` does not.
 """
 
 from __future__ import annotations
@@ -71,9 +75,29 @@ def _per_device(fn, mesh: Mesh | None, in_axes):
     return jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P("data"), check_vma=False)
 
 
-def make_loss_fn(predict_fn: PredictFn, settings: loss_lib.LossSettings, fidelity_weights: np.ndarray, mesh=None):
-    """``(params, constants, batch[D]) -> (loss, (per_fidelity_loss, sums))``."""
+MaskFn = Callable[[Any], Any]
+
+
+def fidelity_l2_penalty(params: Any, mask: Any) -> jax.Array:
+    """[] sum over leaves of sum(mask * w^2); ``mask`` is a pytree like ``params`` of 0/1 arrays
+    (leaves whose mask is all zero add nothing and cost nothing)."""
+    leaves, masks = jax.tree.leaves(params), jax.tree.leaves(mask)
+    assert len(leaves) == len(masks), (len(leaves), len(masks))
+    terms = [jnp.sum(jnp.asarray(m, w.dtype) * w * w) for w, m in zip(leaves, masks) if np.any(m)]
+    dtype = leaves[0].dtype if leaves else jnp.float32
+    return sum(terms, jnp.zeros((), dtype))
+
+
+def make_loss_fn(predict_fn: PredictFn, settings: loss_lib.LossSettings, fidelity_weights: np.ndarray, mesh=None,
+                 fidelity_mask: MaskFn | None = None):
+    """``(params, constants, batch[D]) -> (loss, (per_fidelity_loss, sums))``.
+
+    fidelity_mask: ``params -> 0/1 pytree`` of the fidelity-specific weights, required when
+    ``settings.fidelity_l2`` > 0 (names and shapes only: it is evaluated at trace time).
+    """
     fw = jnp.asarray(fidelity_weights)
+    if settings.fidelity_l2 and fidelity_mask is None:
+        raise ValueError("make_loss_fn: settings.fidelity_l2 > 0 needs fidelity_mask (the fidelity-specific weights)")
 
     def device_sums(params, constants, graph):
         pred = predict_fn({"params": params, "constants": constants}, graph)
@@ -83,6 +107,8 @@ def make_loss_fn(predict_fn: PredictFn, settings: loss_lib.LossSettings, fidelit
         sums = _per_device(device_sums, mesh, (None, None, 0))(params, constants, batch)
         sums = jax.tree.map(lambda x: x.sum(0), sums)
         total, per_fid = loss_lib.combine(sums, settings)
+        if settings.fidelity_l2:
+            total = total + settings.fidelity_l2 * fidelity_l2_penalty(params, fidelity_mask(params))
         return total, (per_fid, sums)
 
     return loss_fn
@@ -110,6 +136,7 @@ def make_train_step(
     mesh: Mesh | None = None,
     state_sharding=None,
     donate: bool = True,
+    fidelity_mask: MaskFn | None = None,
 ):
     """A jitted ``(state, batch) -> (state, logs)``; logs hold loss, per_fidelity_loss [n_fid],
     grad_norm, lr (the learning rate of this update, read from the optimiser state), finite and the
@@ -117,8 +144,9 @@ def make_train_step(
 
     trainable: top-level param groups that train (None = all): the others get a zero gradient, no
     update (not even weight decay) and an unchanged EMA — a frozen backbone stays bit-identical.
+    fidelity_mask: see ``make_loss_fn`` (needed with ``settings.fidelity_l2`` > 0).
     """
-    loss_fn = make_loss_fn(predict_fn, settings, fidelity_weights, mesh)
+    loss_fn = make_loss_fn(predict_fn, settings, fidelity_weights, mesh, fidelity_mask)
 
     def step(state: TrainState, batch: Graph):
         (loss, (per_fid, sums)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
