@@ -176,6 +176,10 @@ class TrainConfig:
     distributed: bool | None = option(
         None, "Multi-host: call jax.distributed.initialize() (null = when JAX_COORDINATOR_ADDRESS is set)."
     )
+    ensemble: int | None = option(
+        None, "Train an ensemble of this many models in one vectorised run (member k initialised with seed + k; "
+        "one exported bundle whose predictions carry energy_std / forces_std for mfjax select and md; null = one model)."
+    )
 
     def validate(self, where: str = "train") -> None:
         if self.e0_alpha < 0:
@@ -197,6 +201,8 @@ class TrainConfig:
                               f"(Adam has no decoupled weight decay) and a value >= 0")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ConfigError(f"{where}.grad_clip must be > 0 or null, got {self.grad_clip}")
+        if self.ensemble is not None and self.ensemble < 1:
+            raise ConfigError(f"{where}.ensemble must be >= 1 or null, got {self.ensemble}")
         metrics = ("energy_mae_mev_atom", "energy_rmse_mev_atom", "forces_mae_ev_a", "forces_rmse_ev_a", "stress_mae_gpa")
         if self.best_metric not in metrics:
             import difflib

@@ -11,8 +11,10 @@ import jax
 import numpy as np
 import pytest
 from helpers.models import random_potential_model
-from helpers.synthetic import synthetic_atoms, to_structures
+import yaml
+from helpers.synthetic import synthetic_atoms, to_structures, write_synthetic_dataset
 
+from mfjax.cli import main
 from mfjax.config import TrainConfig
 from mfjax.data import statistics
 from mfjax.data.batching import run_budget
@@ -141,3 +143,20 @@ def test_ensemble_from_pretrained(make_atoms):
                 np.testing.assert_array_equal(a, b)
     with pytest.raises(ConfigError, match="no param group"):
         ensemble_from_pretrained(base, 2, seed=0, example=example, reinit=("nope",))
+
+
+@pytest.mark.slow
+def test_mfjax_train_ensemble(tmp_path, capsys):
+    raw = write_synthetic_dataset(tmp_path / "data", n_low=16, n_high=8)
+    raw["train"].update(ensemble=2, epochs=2)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    assert main(["train", str(cfg), "--no-progress"]) == 0
+    model = load_model(tmp_path / "data" / "run" / "model")
+    assert model.ensemble_size == 2
+    frame = synthetic_atoms(1, "hi", seed=9, periodic_every=0)[0]
+    assert model.predict(frame, "hi")["energy_std"] > 0
+    raw["train"]["ensemble"] = 0
+    cfg.write_text(yaml.safe_dump(raw))
+    assert main(["train", str(cfg), "--overwrite"]) == 2
+    assert "train.ensemble must be >= 1" in capsys.readouterr().err

@@ -48,6 +48,13 @@ class MDConfig:
     max_temperature_factor: float = option(5.0, "A temperature above this factor x the target = failed run.")
     max_drift: float = option(0.05, "eV/atom: total-energy drift above this = failed run (nve only).")
     msd_species: str | None = option(None, "Element symbol whose diffusion coefficient is reported (null = none).")
+    uncertainty_threshold: float | None = option(
+        None, "eV/Å: flag saved frames whose largest per-atom force std over an ensemble model's members exceeds "
+        "this (info uncertain=True in the trajectory, a log column, a progress mark; null = off; needs an ensemble)."
+    )
+    stop_on_uncertainty: bool = option(
+        False, "Stop the run at the first frame above uncertainty_threshold (reported as the run's failure)."
+    )
     quiet: bool = option(False, "No per-frame progress lines.")
     frame: int | str = option(0, "Frame of the structure file to start from (ASE index, e.g. 0 or -1).")
     checkpoint_every: int = option(
@@ -85,6 +92,10 @@ class MDConfig:
             raise ConfigError(f"{key('resume')} and {key('overwrite')} exclude each other")
         if self.resume and self.traj is None:
             raise ConfigError(f"{key('resume')} needs {key('traj')} (the checkpoint is written next to it)")
+        if self.uncertainty_threshold is not None and not self.uncertainty_threshold > 0:
+            raise ConfigError(f"{key('uncertainty_threshold')} must be > 0 eV/Å or null, got {self.uncertainty_threshold}")
+        if self.stop_on_uncertainty and self.uncertainty_threshold is None:
+            raise ConfigError(f"{key('stop_on_uncertainty')} needs {key('uncertainty_threshold')} (eV/Å)")
         if self.msd_species is not None and self.msd_species not in atomic_numbers:
             raise ConfigError(f"{key('msd_species')}: {self.msd_species!r} is not an element symbol")
 

@@ -7,6 +7,12 @@ it after a crash (:mod:`mfjax.md.checkpoint`), judges stability at each saved fr
 energy, atoms too close, temperature blow-up, NVE energy drift) and fits a diffusion coefficient
 when ``cfg.msd_species`` is set. The engines (jax-md or ASE) live in :mod:`mfjax.md.engines`.
 
+With ``cfg.uncertainty_threshold`` (an ensemble model only) every saved frame is also evaluated by
+the ensemble: its largest per-atom force std (eV/Å) goes into the frame's info
+(``forces_std_max``, ``uncertain``), an extra log column and the progress line; frames above the
+threshold are listed in ``MDResult.uncertain_steps`` and, with ``cfg.stop_on_uncertainty``, stop
+the run (the failure names the value).
+
 ``model`` is any object with ``species``, ``fidelities``, ``fidelity_index(name)``,
 ``calculator(fidelity=...)`` and what the jax-md energy function needs (``mfjax.load_model`` gives one).
 """
@@ -75,7 +81,8 @@ class MDResult:
     diffusion: the Einstein fit of ``msd_species`` (None when not asked for or fewer than 5 frames);
     startup_s: set-up and compilation (until the first episode ended, less its steady-state time);
     ns_per_day_after_startup: the rate after that (nan with fewer than two frames after the start);
-    start_step: the step this call started from (0, or the checkpoint's on resume).
+    start_step: the step this call started from (0, or the checkpoint's on resume);
+    uncertain_steps: steps of the frames of this call above ``cfg.uncertainty_threshold``.
     """
 
     frames: list[ase.Atoms]
@@ -88,6 +95,7 @@ class MDResult:
     startup_s: float = float("nan")
     ns_per_day_after_startup: float = float("nan")
     start_step: int = 0
+    uncertain_steps: tuple[int, ...] = ()
 
     @property
     def stable(self) -> bool:
@@ -102,13 +110,17 @@ class Reporter:
     when it returns a reason, and ``reporter.checkpoint(step, arrays, meta)`` with their state.
     ``progress`` receives one line per frame unless ``cfg.quiet``. ``resume``: the checkpoint the
     outputs were repaired to (:func:`mfjax.md.checkpoint.prepare_outputs`), ``frames`` the frames
-    already written; ``identity``: what the checkpoints record (:func:`mfjax.md.checkpoint.run_identity`).
+    already written; ``identity``: what the checkpoints record (:func:`mfjax.md.checkpoint.run_identity`);
+    ``uncertainty``: atoms -> largest per-atom force std (eV/Å), evaluated at every saved frame when
+    ``cfg.uncertainty_threshold`` is set.
     """
 
     def __init__(self, cfg: MDConfig, n_atoms: int, progress: Callable[[str], None] | None = print_progress,
                  *, resume: Checkpoint | None = None, frames: list[ase.Atoms] | None = None,
-                 identity: dict[str, str] | None = None):
+                 identity: dict[str, str] | None = None, uncertainty: Callable[[ase.Atoms], float] | None = None):
         self.cfg, self.n_atoms, self.record = cfg, n_atoms, Record(frames=list(frames or []))
+        self.uncertainty = uncertainty if cfg.uncertainty_threshold is not None else None
+        self.uncertain_steps: list[int] = []
         self.progress = None if cfg.quiet else progress
         self.criteria = StabilityCriteria(cfg.min_distance, cfg.max_temperature_factor, None, cfg.max_drift)
         self.identity = identity or {}
@@ -126,7 +138,8 @@ class Reporter:
         if self.log and resume is None:
             self.log.write(f"# mfjax md {cfg.ensemble} T={cfg.temperature} K dt={cfg.timestep} fs "
                            f"fidelity={cfg.fidelity}\n")
-            self.log.write("# time_fs temperature_K e_pot_eV e_tot_eV pressure_GPa\n")
+            extra = " forces_std_max_eV_A uncertain" if self.uncertainty is not None else ""
+            self.log.write(f"# time_fs temperature_K e_pot_eV e_tot_eV pressure_GPa{extra}\n")
         self.traj = self.xyz = None
         if cfg.traj and Path(cfg.traj).suffix == ".traj":
             self.traj = Trajectory(cfg.traj, mode)
@@ -143,6 +156,14 @@ class Reporter:
         e_tot = e_pot + e_kin
         t_fs = step * cfg.timestep
         snapshot = atoms.copy()
+        spread, uncertain, extra = None, False, ""
+        if self.uncertainty is not None:
+            spread = float(self.uncertainty(snapshot))
+            uncertain = not spread <= cfg.uncertainty_threshold  # a non-finite spread counts as uncertain
+            snapshot.info.update(forces_std_max=spread, uncertain=uncertain)
+            extra = f" {spread:.6f} {int(uncertain)}"
+            if uncertain:
+                self.uncertain_steps.append(int(step))
         snapshot.calc = SinglePointCalculator(snapshot, energy=e_pot)
         self.record.frames.append(snapshot)
         if self.traj is not None:
@@ -152,7 +173,7 @@ class Reporter:
             self.xyz.flush()
         self.frames_written += cfg.traj is not None
         if self.log:
-            self.log.write(f"{t_fs:.3f} {temperature:.3f} {e_pot:.6f} {e_tot:.6f} {pressure:.6f}\n")
+            self.log.write(f"{t_fs:.3f} {temperature:.3f} {e_pot:.6f} {e_tot:.6f} {pressure:.6f}{extra}\n")
             self.log.flush()
             self.log_lines += 1
         if self.e_tot0 is None:
@@ -160,12 +181,16 @@ class Reporter:
         if self.progress is not None:
             rate = ns_per_day(step - self.start_step, cfg.timestep, now - self.t0) if step > self.start_step else 0.0
             self.progress(f"step {step:>8d}  t {t_fs:10.1f} fs  T {temperature:8.1f} K  E_pot {e_pot:14.6f}  "
-                          f"E_tot {e_tot:14.6f}  P {pressure:9.4f} GPa  {rate:8.3f} ns/day")
+                          f"E_tot {e_tot:14.6f}  P {pressure:9.4f} GPa  {rate:8.3f} ns/day"
+                          + ("" if spread is None else f"  sigma_F {spread:.4f} eV/A" + ("  UNCERTAIN" if uncertain else "")))
         reason = check_frame(
             e_pot, e_tot, temperature, min_distance, bool(np.all(np.isfinite(atoms.positions))),
             e_tot0=self.e_tot0, target_temperature=cfg.temperature, n_atoms=self.n_atoms,
             nve=cfg.ensemble == "nve", criteria=self.criteria,
         )
+        if not reason and uncertain and cfg.stop_on_uncertainty:
+            reason = (f"force uncertainty {spread:.4g} eV/Å above md.uncertainty_threshold "
+                      f"{cfg.uncertainty_threshold:g} (stop_on_uncertainty)")
         if reason:
             self.record.failure, self.record.failure_time_fs, self.record.failure_step = reason, t_fs, step
         return reason
@@ -229,10 +254,12 @@ def run_md(model, atoms: ase.Atoms, cfg: MDConfig, *, name: str | None = None,
     if cfg.precision == "float64" and not jax.config.jax_enable_x64:
         raise ConfigError("md.precision float64 needs 64-bit JAX: set JAX_ENABLE_X64=1 or call "
                           "jax.config.update('jax_enable_x64', True) at the start of the program")
+    uncertainty = _force_spread(model, cfg) if cfg.uncertainty_threshold is not None else None
     identity = run_identity(cfg, model, atoms) if cfg.traj else {}
     ckpt, frames = prepare_outputs(cfg, identity)
     engine = run_jaxmd if cfg.engine == "jaxmd" else run_ase
-    reporter = Reporter(cfg, len(atoms), progress, resume=ckpt, frames=frames, identity=identity)
+    reporter = Reporter(cfg, len(atoms), progress, resume=ckpt, frames=frames, identity=identity,
+                        uncertainty=uncertainty)
     if ckpt is not None and reporter.progress is not None:
         reporter.progress(f"resuming {cfg.traj} at step {ckpt.step} ({ckpt.frames} frames)")
     start = time.perf_counter()
@@ -252,4 +279,20 @@ def run_md(model, atoms: ase.Atoms, cfg: MDConfig, *, name: str | None = None,
         frames=record.frames, failure=record.failure, failure_time_fs=record.failure_time_fs, wall_s=wall,
         steps_done=steps_done, ns_per_day=ns_per_day(max(steps_done - reporter.start_step, 0), cfg.timestep, wall),
         diffusion=diffusion, startup_s=startup, ns_per_day_after_startup=steady, start_step=reporter.start_step,
+        uncertain_steps=tuple(reporter.uncertain_steps),
     )
+
+
+def _force_spread(model, cfg: MDConfig) -> Callable[[ase.Atoms], float]:
+    """atoms -> the largest per-atom force std (eV/Å) of an ensemble ``model`` at ``cfg.fidelity``
+    (one ASE calculator, compiled once); ConfigError for a model that is not an ensemble."""
+    if getattr(model, "ensemble_size", None) is None:
+        raise ConfigError("md.uncertainty_threshold needs an ensemble model (train it with train.ensemble: K); "
+                          "this model is a single potential")
+    calc = model.calculator(fidelity=cfg.fidelity)
+
+    def spread(atoms: ase.Atoms) -> float:
+        calc.calculate(atoms, ["forces"])
+        return float(np.max(calc.results["forces_std"]))
+
+    return spread

@@ -34,7 +34,7 @@ from mfjax.errors import DataError
 from mfjax.model import Model
 from mfjax.training import logs as logs_lib
 from mfjax.training import runstate
-from mfjax.training.compiled import StepCache
+from mfjax.training.ensemble import EnsembleStepCache
 from mfjax.training.final import finish_run, write_json_atomic
 from mfjax.training.fit import Callback, FitResult, NonFiniteLossError, fit
 from mfjax.training.metrics import format_table
@@ -197,7 +197,7 @@ def train(cfg: Config, resume: bool = False, *, overwrite: bool = False, allow_c
 
     files = RunFiles(cfg, run_dir, data.fidelities, select if select_arg else "mean", log, budget_line,
                      write=main_process, opening=opening)
-    cache = StepCache()
+    cache = EnsembleStepCache()  # trains an ensemble model (train.ensemble) in one vmapped step; else StepCache
     stop = (lambda gs: gs >= stop_after_steps) if stop_after_steps is not None else None
     try:
         result = fit(model, data.train, data.valid, cfg.train, budget=budget, epochs=cfg.train.epochs,

@@ -16,6 +16,7 @@ from mfjax.data.graph import cast_floats
 from mfjax.data.structures import Structure
 from mfjax.errors import ConfigError
 from mfjax.model import Model, ModelSpec
+from mfjax.training.ensemble import init_ensemble
 
 __all__ = ["batch_budget", "example_graph", "initial_model", "best_fidelity"]
 
@@ -35,14 +36,17 @@ def example_graph(structure: Structure, spec: ModelSpec, dtype=np.float32):
 def initial_model(cfg: Config, data: LoadedData) -> tuple[Model, dict]:
     """A fresh ``Potential`` for ``data`` (seed ``train.seed``) and its statistics {e0, scale,
     avg_num_neighbors}: E0 per fidelity by ridge (``train.e0_alpha``), scale = force RMS and the
-    mean neighbour count, all over the training split."""
+    mean neighbour count, all over the training split. With ``train.ensemble`` K: an ensemble of K
+    fresh members (seeds ``train.seed + k``)."""
     e0 = statistics.fit_e0(data.train, data.species, data.fidelities, alpha=cfg.train.e0_alpha)
     scale = statistics.force_rms(data.train)
     avg_nn = float(statistics.avg_num_neighbors(data.train, cfg.data.cutoff))
     spec = ModelSpec(cfg.model, tuple(data.species), tuple(data.fidelities), avg_nn)
-    variables = spec.init(cfg.train.seed, example_graph(data.train[0], spec), e0=e0, scale=scale)
+    example = example_graph(data.train[0], spec)
     stats = {"e0": np.asarray(e0).tolist(), "scale": float(scale), "avg_num_neighbors": avg_nn}
-    return Model(spec, variables), stats
+    if cfg.train.ensemble is not None:
+        return init_ensemble(spec, cfg.train.ensemble, cfg.train.seed, example, e0=e0, scale=scale), stats
+    return Model(spec, spec.init(cfg.train.seed, example, e0=e0, scale=scale)), stats
 
 
 def best_fidelity(train_cfg: TrainConfig, data: LoadedData) -> tuple[str, str]:
