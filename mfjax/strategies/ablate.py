@@ -2,13 +2,18 @@
 
 ``ablate(cfg, settings, out_dir)`` writes into ``out_dir``:
 
-* ``results.csv``: one row per (strategy, HF fraction, seed) with HF test metrics (covered region),
-  HF metrics on the uncovered region, LF test metrics where the model predicts the LF fidelity,
-  the training time and notes (e.g. where the Δ model's LF labels came from); plus one
-  ``lf_model`` row per seed (the shared LF model evaluated on the HF sets: the "no HF data" line);
-* ``results.md`` (mean ± std over seeds) and ``learning_curves.png``;
-* ``summary.json`` (data sizes, settings, timings) and, with ``ablation.export``, every model under
-  ``runs/<strategy>_f<fraction>_s<seed>/model`` (a "delta" bundle for delta).
+* ``results.csv``: one row per (strategy, HF fraction, seed) with HF test metrics (covered region,
+  ``hf_test_*``), HF metrics per named test region (``ablation.regions``: ``hf_<region>_*``), LF
+  test metrics where the model predicts the LF fidelity, the training time and notes (e.g. where
+  the Δ model's LF labels came from); plus one ``lf_model`` row per seed (the shared LF model
+  evaluated on the HF sets: the "no HF data" line);
+* ``errors/<strategy>_f<fraction>_s<seed>.npz``: per-structure errors of every run on every HF
+  test region (``mfjax.strategies.errors``), the input of the paired comparisons;
+* ``results.md`` (mean ± std over seeds, then the paired differences with bootstrap 95 % intervals
+  and verdicts, ``mfjax.strategies.paired``) and ``learning_curves.png`` (interval bands);
+* ``summary.json`` (data sizes, settings, timings, the paired differences) and, with
+  ``ablation.export``, every model under ``runs/<strategy>_f<fraction>_s<seed>/model`` (a "delta"
+  bundle for delta).
 
 Every stage checkpoints into ``OUT/stages/`` (``base.Context``). ``resume=True`` keeps the rows of
 an existing ``results.csv``, runs only the missing ones and continues a killed stage from its last
@@ -33,9 +38,10 @@ from typing import Callable
 
 from mfjax.config import Config
 from mfjax.data.dataset import LoadedData
-from mfjax.strategies import append, delta, hf_only, multi_fidelity, report, transfer
+from mfjax.strategies import append, delta, hf_only, multi_fidelity, paired, report, transfer
 from mfjax.strategies.base import Context, Outcome
 from mfjax.strategies.data import prepare_data
+from mfjax.strategies.errors import run_errors, run_tag, save_errors
 from mfjax.strategies.settings import AblationSettings
 from mfjax.training import runstate
 from mfjax.training.sharding import init_distributed, is_main_process, sync_processes
@@ -45,9 +51,9 @@ __all__ = ["RUNNERS", "ablate", "run_strategy", "OUTPUT_ENTRIES"]
 
 #: The files of an ablation directory (what ``overwrite`` removes; nothing else is touched).
 OUTPUT_ENTRIES = (runstate.CONFIG, runstate.FINGERPRINT, runstate.RESUME_LOG, "results.csv", "results.md",
-                  "learning_curves.png", "summary.json", "runs/*_f*_s*", "stages")
+                  "learning_curves.png", "summary.json", "runs/*_f*_s*", "stages", "errors")
 #: Left by an unfinished start (no results.csv yet); a fresh start removes them.
-STALE_ENTRIES = (runstate.CONFIG, runstate.FINGERPRINT, runstate.RESUME_LOG, "stages")
+STALE_ENTRIES = (runstate.CONFIG, runstate.FINGERPRINT, runstate.RESUME_LOG, "stages", "errors")
 
 #: name -> ``run(ctx, hf_train, seed) -> Outcome``
 RUNNERS: dict[str, Callable[[Context, list, int], Outcome]] = {
@@ -77,17 +83,12 @@ def run_strategy(ctx: Context, name: str, fraction: float, seed: int) -> tuple[O
     return outcome, row
 
 
-def run_tag(name: str, fraction: float, seed: int) -> str:
-    """The directory name of one run (stage checkpoints, exported model)."""
-    return f"{name}_f{fraction:g}_s{seed}"
-
-
 def evaluate_outcome(ctx: Context, outcome: Outcome) -> dict:
-    """Columns of the HF test, HF uncovered and (if the model has the LF fidelity) LF test metrics."""
+    """Columns of the HF test, every HF test region and (if the model has the LF fidelity) LF test metrics."""
     d = ctx.data
     cols = {}
-    cols.update(report.metric_columns("hf_test", ctx.evaluate(outcome.model, d.hf_test).get(d.high)))
-    cols.update(report.metric_columns("hf_uncovered", ctx.evaluate(outcome.model, d.hf_uncovered).get(d.high)))
+    for region, frames in d.test_sets().items():
+        cols.update(report.metric_columns(report.region_prefix(region), ctx.evaluate(outcome.model, frames).get(d.high)))
     lf = ctx.evaluate(outcome.model, d.lf_test).get(d.low) if outcome.low is not None else None
     cols.update(report.metric_columns("lf_test", lf))
     return cols
@@ -101,8 +102,8 @@ def _lf_row(ctx: Context, seed: int) -> dict:
     row = {"strategy": "lf_model", "hf_fraction": 0.0, "seed": seed, "n_hf_train": 0, "n_lf_train": len(d.lf_train),
            "steps": fitted.steps, "train_seconds": round(fitted.seconds, 1),
            "notes": json.dumps({"energies": "LF reference energies: not comparable with HF energies"})}
-    row.update(report.metric_columns("hf_test", ctx.evaluate(fitted.model, as_low(d.hf_test)).get(d.low)))
-    row.update(report.metric_columns("hf_uncovered", ctx.evaluate(fitted.model, as_low(d.hf_uncovered)).get(d.low)))
+    for region, frames in d.test_sets().items():
+        row.update(report.metric_columns(report.region_prefix(region), ctx.evaluate(fitted.model, as_low(frames)).get(d.low)))
     row.update(report.metric_columns("lf_test", ctx.evaluate(fitted.model, d.lf_test).get(d.low)))
     return row
 
@@ -152,8 +153,10 @@ def ablate(
                 done.add(("lf_model", 0.0, seed))
         log(f"[run {k}/{len(plan)}] {tag}")
         outcome, row = run_strategy(ctx, name, fraction, seed)
+        errors = run_errors(ctx, outcome)  # before the row: a row in results.csv has its error file
         rows.append(row)
         if main:
+            save_errors(out / "errors" / f"{run_tag(name, fraction, seed)}.npz", errors)
             report.write_csv(csv_path, rows)
             if settings.export:
                 outcome.model.export(out / "runs" / run_tag(name, fraction, seed) / "model", training={"row": row})
@@ -165,16 +168,37 @@ def ablate(
         log(f"[run {k}/{len(plan)}] {tag}: HF test F MAE {_fmt(f_mae, 1000)} meV/Å, E MAE {_fmt(e_mae)} meV/atom "
             f"({row['train_seconds']} s{'; ' + row['notes'] if row['notes'] else ''})")
     order = [s for s in settings.strategies]
+    regions = list(data.test_sets())
     summary = {"data": data.summary(), "settings": _plain(settings), "runs": len(plan),
-               "compilations": ctx.cache.compilations, "compile_seconds": round(ctx.cache.compile_seconds, 1),
-               "seconds": round(time.perf_counter() - t_start, 1)}
+               "regions": {r: len(frames) for r, frames in data.test_sets().items()},
+               "compilations": ctx.cache.compilations, "compile_seconds": round(ctx.cache.compile_seconds, 1)}
     if main:
         report.write_csv(csv_path, rows)
-        (out / "results.md").write_text(report.markdown(rows, order))
-        report.plot(rows, order, out / "learning_curves.png", title=f"{data.low} -> {data.high}")
+        comparisons, bands = _statistics(out, rows, regions, settings, log)
+        (out / "results.md").write_text(report.markdown(rows, order, regions, comparisons))
+        report.plot(rows, order, out / "learning_curves.png", title=f"{data.low} -> {data.high}", regions=regions,
+                    bands=bands)
+        summary.update(seconds=round(time.perf_counter() - t_start, 1), paired=comparisons)
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    log(f"wrote {csv_path}, {out / 'results.md'}, {out / 'learning_curves.png'} ({summary['seconds']} s)")
+    log(f"wrote {csv_path}, {out / 'results.md'}, {out / 'learning_curves.png'} "
+        f"({round(time.perf_counter() - t_start, 1)} s)")
     return rows
+
+
+def _statistics(out: Path, rows: list[dict], regions: list[str], settings: AblationSettings,
+                log: Callable[[str], None]) -> tuple[list[dict], dict]:
+    """(paired comparisons, learning-curve bands) from the runs' error files (``mfjax.strategies.paired``)."""
+    errors = paired.load_run_errors(out / "errors", rows)
+    runs = [r for r in rows if r["strategy"] != "lf_model"]
+    if len(errors) < len(runs):
+        log(f"statistics: {len(runs) - len(errors)} of {len(runs)} runs have no error file (rows from an older "
+            "mfjax?): they are left out of the paired differences")
+    boot = dict(samples=settings.bootstrap.samples, seed=settings.bootstrap.seed)
+    n_hf = {float(r["hf_fraction"]): int(r["n_hf_train"]) for r in runs}
+    comparisons = paired.comparisons(errors, regions, n_hf, order=settings.strategies, **boot)
+    bands = {(region, metric): paired.curve_intervals(errors, region, metric, **boot)
+             for region in regions for metric in paired.METRICS}
+    return comparisons, bands
 
 
 def _fmt(value, scale: float = 1.0) -> str:

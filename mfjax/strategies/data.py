@@ -1,12 +1,14 @@
-"""The data every strategy of an ablation shares: splits, HF subsets, the uncovered test set.
+"""The data every strategy of an ablation shares: splits, HF subsets, the HF test regions.
 
 ``prepare_data`` loads the config's datasets once (``load_data``: structure_id-aware split, so a
 geometry labelled at both fidelities lands in the same split) and derives:
 
 * LF train/valid/test: the low-fidelity frames of each split;
-* HF train pool/valid/test: the high-fidelity frames of each split *outside* the uncovered region;
-* HF uncovered: every high-fidelity frame with ``info[uncovered_key] == uncovered_value``, from any
-  split — never trained on, a test of what only the LF data covers;
+* HF train pool/valid/test: the high-fidelity frames of each split *outside* every test region
+  (the HF test is the "covered" region; a dataset with ``role: test`` adds its frames to it);
+* HF regions (``ablation.regions``): per named region, every high-fidelity frame with
+  ``info[key] == value``, from any split — never trained on, each its own test set (e.g. high
+  temperatures only the LF data covers, or molecules with no HF training data);
 * ``hf_subset(fraction, seed)``: the first round(fraction x pool) frames of a seeded permutation of the
   pool (nested: a smaller fraction is a subset of a larger one for the same seed);
 * one batch budget, mean neighbour count and stress flag for every run (so runs compile once).
@@ -27,7 +29,7 @@ from mfjax.data.structures import Structure
 from mfjax.errors import ConfigError, DataError
 from mfjax.strategies.settings import AblationSettings
 
-__all__ = ["AblationData", "prepare_data", "low_partners"]
+__all__ = ["AblationData", "prepare_data", "low_partners", "region_of"]
 
 
 @dataclass
@@ -43,7 +45,7 @@ class AblationData:
     hf_pool: list[Structure]
     hf_valid: list[Structure]
     hf_test: list[Structure]
-    hf_uncovered: list[Structure]
+    hf_regions: dict[str, list[Structure]]
     lf_all: list[Structure]
     avg_num_neighbors: float
     budget: BatchBudget
@@ -59,17 +61,31 @@ class AblationData:
         order = np.random.default_rng([seed, 7919]).permutation(len(self.hf_pool))
         return [self.hf_pool[k] for k in order[: self.n_hf(fraction)]]
 
+    @property
+    def hf_uncovered(self) -> list[Structure]:
+        """Every HF frame of any test region (none of them is trained on)."""
+        return [s for frames in self.hf_regions.values() for s in frames]
+
+    def test_sets(self) -> dict[str, list[Structure]]:
+        """{region: HF test frames}: "test" (the covered HF test split), then the named regions."""
+        return {"test": self.hf_test, **self.hf_regions}
+
     def summary(self) -> str:
+        regions = "".join(f", {name} {len(frames)}" for name, frames in self.hf_regions.items())
         return (
             f"low {self.low!r}: train {len(self.lf_train)}, valid {len(self.lf_valid)}, test {len(self.lf_test)}; "
-            f"high {self.high!r}: train pool {len(self.hf_pool)}, valid {len(self.hf_valid)}, test {len(self.hf_test)}, "
-            f"uncovered test {len(self.hf_uncovered)}; species {list(self.species)}; "
+            f"high {self.high!r}: train pool {len(self.hf_pool)}, valid {len(self.hf_valid)}, test {len(self.hf_test)}"
+            f"{regions}; species {list(self.species)}; "
             f"mean neighbours {self.avg_num_neighbors:.2f}; batch budget {self.budget}"
         )
 
 
-def _is_uncovered(s: Structure, settings: AblationSettings) -> bool:
-    return str(s.info.get(settings.uncovered_key, "")) == settings.uncovered_value
+def region_of(s: Structure, settings: AblationSettings) -> str | None:
+    """The name of the first ``ablation.regions`` entry ``s`` belongs to, or None (covered)."""
+    for name, region in settings.regions.items():
+        if str(s.info.get(region.key, "")) == region.value:
+            return name
+    return None
 
 
 def prepare_data(cfg: Config, settings: AblationSettings, loaded: LoadedData | None = None) -> AblationData:
@@ -87,13 +103,14 @@ def prepare_data(cfg: Config, settings: AblationSettings, loaded: LoadedData | N
         raise ConfigError(f"ablation.low and ablation.high are both {low!r}")
 
     def pick(split: Sequence[Structure], name: str, covered: bool | None) -> list[Structure]:
-        return [s for s in split if s.fidelity == name and (covered is None or _is_uncovered(s, settings) != covered)]
+        return [s for s in split if s.fidelity == name and (covered is None or (region_of(s, settings) is None) == covered)]
 
     everything = loaded.train + loaded.valid + loaded.test
     data_parts = dict(
         lf_train=pick(loaded.train, low, None), lf_valid=pick(loaded.valid, low, None), lf_test=pick(loaded.test, low, None),
         hf_pool=pick(loaded.train, high, True), hf_valid=pick(loaded.valid, high, True), hf_test=pick(loaded.test, high, True),
-        hf_uncovered=pick(everything, high, False),
+        hf_regions={name: [s for s in everything if s.fidelity == high and region_of(s, settings) == name]
+                    for name in settings.regions},
     )
     if not data_parts["lf_train"] or not data_parts["hf_pool"]:
         raise DataError(

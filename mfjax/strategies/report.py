@@ -1,5 +1,7 @@
-"""Results of an ablation: ``results.csv`` rows, the markdown table (mean ± std over seeds) and the
-learning-curve plot (HF test error vs number of HF training structures, one line per strategy)."""
+"""Results of an ablation: ``results.csv`` rows, the markdown tables (mean ± std over seeds, then
+the paired differences with their bootstrap intervals) and the learning-curve plot (HF test error vs
+number of HF training structures, one line per strategy, interval bands; one row of panels per HF
+test region)."""
 
 from __future__ import annotations
 
@@ -12,15 +14,34 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["COLUMNS", "SETS", "metric_columns", "write_csv", "read_csv", "markdown", "plot"]
+__all__ = ["COLUMNS", "SETS", "region_prefix", "region_title", "columns", "metric_columns", "write_csv", "read_csv",
+           "markdown", "paired_markdown", "plot"]
 
-#: Test sets in the results (prefix of their columns).
+#: Test sets of an ablation without named regions (prefix of their columns); named HF test
+#: regions add ``hf_<region>_*`` columns (``region_prefix``).
 SETS = ("hf_test", "hf_uncovered", "lf_test")
 METRICS = ("energy_mae_mev_atom", "energy_rmse_mev_atom", "forces_mae_ev_a", "forces_rmse_ev_a", "stress_mae_gpa")
 KEY_COLUMNS = ("strategy", "hf_fraction", "seed")
-COLUMNS = KEY_COLUMNS + ("n_hf_train", "n_lf_train", "steps", "train_seconds") + tuple(
-    f"{s}_{m}" for s in SETS for m in ("n_structures",) + METRICS
-) + ("notes",)
+RUN_COLUMNS = ("n_hf_train", "n_lf_train", "steps", "train_seconds", "budget_steps", "hf_seen", "best_step",
+               "stopped_early", "compile_seconds")
+COLUMNS = KEY_COLUMNS + RUN_COLUMNS + tuple(f"{s}_{m}" for s in SETS for m in ("n_structures",) + METRICS) + ("notes",)
+
+
+def region_prefix(region: str) -> str:
+    """Column prefix of an HF test region: "test" (the covered HF test split) -> hf_test, else hf_<region>."""
+    return "hf_test" if region == "test" else f"hf_{region}"
+
+
+def region_title(region: str) -> str:
+    return "HF test (covered region)" if region == "test" else f"HF test, region {region} (no HF training data there)"
+
+
+def columns(rows: Sequence[Mapping]) -> list[str]:
+    """CSV header: keys, run columns, then every other key of the rows in first-seen order, notes last."""
+    out = list(KEY_COLUMNS + RUN_COLUMNS)
+    for row in rows:
+        out += [k for k in row if k not in out and k != "notes"]
+    return out + ["notes"]
 
 
 def metric_columns(prefix: str, metrics: Mapping[str, float | int | None] | None) -> dict[str, float | int | None]:
@@ -34,10 +55,11 @@ def write_csv(path: str | Path, rows: Sequence[Mapping]) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(COLUMNS), extrasaction="ignore")
+        header = columns(rows)
+        writer = csv.DictWriter(handle, fieldnames=header, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS})
+            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in header})
     os.replace(tmp, path)
 
 
@@ -79,25 +101,38 @@ def _cell(values: list[float], scale: float, digits: int) -> str:
     return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
 
 
-TABLES = (
-    ("HF test (covered region): force MAE, meV/Å", "hf_test_forces_mae_ev_a", 1000.0, 1),
-    ("HF test (covered region): energy MAE, meV/atom", "hf_test_energy_mae_mev_atom", 1.0, 2),
-    ("HF test, uncovered region (no HF training data there): force MAE, meV/Å", "hf_uncovered_forces_mae_ev_a", 1000.0, 1),
-    ("HF test, uncovered region: energy MAE, meV/atom", "hf_uncovered_energy_mae_mev_atom", 1.0, 2),
-    ("LF test (models that also predict the low fidelity): force MAE, meV/Å", "lf_test_forces_mae_ev_a", 1000.0, 1),
-    ("Training time per run (s; without compilation and without the shared LF pre-training, listed as lf_model)",
-     "train_seconds", 1.0, 0),
-)
+def tables(regions: Sequence[str]) -> list[tuple[str, str, float, int]]:
+    """(title, column, scale, digits) of the mean ± std tables: force and energy MAE per HF test
+    region, LF test force MAE, training time."""
+    out = []
+    for region in regions:
+        p, title = region_prefix(region), region_title(region)
+        out += [(f"{title}: force MAE, meV/Å", f"{p}_forces_mae_ev_a", 1000.0, 1),
+                (f"{title}: energy MAE, meV/atom", f"{p}_energy_mae_mev_atom", 1.0, 2)]
+    return out + [
+        ("LF test (models that also predict the low fidelity): force MAE, meV/Å", "lf_test_forces_mae_ev_a", 1000.0, 1),
+        ("Training time per run (s; without compilation and without the shared LF pre-training, listed as lf_model)",
+         "train_seconds", 1.0, 0),
+    ]
 
 
-def markdown(rows: Sequence[Mapping], order: Sequence[str]) -> str:
-    """Markdown tables (one per metric): rows = strategies, columns = number of HF training
-    structures (fraction); cells = mean ± sample std over seeds (just the value for one seed)."""
+def markdown(rows: Sequence[Mapping], order: Sequence[str], regions: Sequence[str] = ("test", "uncovered"),
+             paired: Sequence[Mapping] = ()) -> str:
+    """Markdown tables (one per metric and region): rows = strategies, columns = number of HF training
+    structures (fraction); cells = mean ± sample std over seeds (just the value for one seed); then
+    the paired differences (``paired_markdown``) when given. A metric without values (forces of
+    energy-only data) has no table."""
     n_hf = _n_hf([r for r in rows if r["strategy"] != "lf_model"])
     fractions = sorted(n_hf)
     seeds = sorted({r["seed"] for r in rows})
     lines = [f"Seeds: {len(seeds)} ({', '.join(map(str, seeds))}); cells are mean ± std over seeds."]
-    for title, column, scale, digits in TABLES:
+    budgets = sorted({int(r["budget_steps"]) for r in rows if isinstance(r.get("budget_steps"), (int, float))})
+    if budgets:  # the equal-budget rule of settings.Budget
+        lines.append(f"Budget: every strategy gets the same total number of optimiser steps "
+                     f"({', '.join(map(str, budgets))}), the LF pre-training of transfer, delta and append included; "
+                     f"with train.patience each stage stops early on its validation metric. Steps done, HF structures "
+                     f"seen, best step and compile time per run are in results.csv.")
+    for title, column, scale, digits in tables(regions):
         groups = _group(rows, column)
         if not groups:
             continue
@@ -114,37 +149,92 @@ def markdown(rows: Sequence[Mapping], order: Sequence[str]) -> str:
             else:
                 cells = [_cell(groups[name].get(f, []), scale, digits) for f in fractions]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if paired:
+        lines += ["", paired_markdown(paired, regions)]
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: Sequence[Mapping], order: Sequence[str], path: str | Path, title: str = "") -> Path:
-    """Learning curves: HF test force and energy MAE (covered region; uncovered region below when
-    present) vs number of HF training structures, mean ± std over seeds, one line per strategy."""
+def _diff_cell(c: Mapping | None, digits: int) -> tuple[str, str]:
+    if c is None:
+        return "–", "–"
+    return f"{c['difference']:+.{digits}f} [{c['ci_low']:+.{digits}f}, {c['ci_high']:+.{digits}f}]", c["verdict"]
+
+
+def paired_markdown(paired: Sequence[Mapping], regions: Sequence[str]) -> str:
+    """"Paired differences": per HF test region a table with one row per (fraction, comparison):
+    mean difference a - b (negative = a has the lower error) with its 95 % interval and the verdict,
+    for force and energy MAE."""
+    lines = ["## Paired differences", "",
+             "a − b of the test MAE on the same seeds and test structures (negative: a has the lower error); "
+             "[95 % interval] from a hierarchical bootstrap over seeds and test structures "
+             "(mfjax.strategies.stats). A verdict names a winner only where the interval excludes zero, else "
+             "\"tie\". \"best single-fidelity\" is the hf_only / transfer / delta run with the lowest mean error "
+             "there (chosen on the same test data)."]
+    for region in regions:
+        mine = [c for c in paired if c["region"] == region]
+        if not mine:
+            continue
+        lines += ["", f"**{region_title(region)}**", "",
+                  "| HF structures (fraction) | a − b | Δ force MAE, meV/Å [95 % CI] | verdict | "
+                  "Δ energy MAE, meV/atom [95 % CI] | verdict | seeds × structures |",
+                  "|---|---|---:|---|---:|---|---:|"]
+        keys = list(dict.fromkeys((c["hf_fraction"], c["a"], c["b_label"]) for c in mine))
+        for fraction, a, label in keys:
+            by_metric = {c["metric"]: c for c in mine if (c["hf_fraction"], c["a"], c["b_label"]) == (fraction, a, label)}
+            force, f_verdict = _diff_cell(by_metric.get("forces_mae"), 1)
+            energy, e_verdict = _diff_cell(by_metric.get("energy_mae"), 2)
+            size = next(iter(by_metric.values()))
+            n = size["n_hf_train"]
+            lines.append(f"| {'' if n is None else n} ({fraction:g}) | {a} − {label} | {force} | {f_verdict} | {energy} | "
+                         f"{e_verdict} | {size['n_seeds']} × {size['n_structures']} |")
+    return "\n".join(lines)
+
+
+def plot(rows: Sequence[Mapping], order: Sequence[str], path: str | Path, title: str = "",
+         regions: Sequence[str] = ("test", "uncovered"), bands: Mapping | None = None) -> Path:
+    """Learning curves: per HF test region (one row of panels) force and energy MAE vs number of HF
+    training structures, one line per strategy: the mean over seeds with a band = its 95 % interval
+    (``bands[(region, metric)][strategy][fraction]``: ``stats.Interval``; metric forces_mae /
+    energy_mae) where given, else ± std over seeds (cut at mean / 5 on the log axis). Panels without
+    values are left out."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter, ScalarFormatter
 
+    bands = bands or {}
     n_hf = _n_hf([r for r in rows if r["strategy"] != "lf_model"])
-    panels = [("hf_test_forces_mae_ev_a", "HF test force MAE (meV/Å)", 1000.0),
-              ("hf_test_energy_mae_mev_atom", "HF test energy MAE (meV/atom)", 1.0)]
-    if _group(rows, "hf_uncovered_forces_mae_ev_a"):
-        panels += [("hf_uncovered_forces_mae_ev_a", "uncovered-region force MAE (meV/Å)", 1000.0),
-                   ("hf_uncovered_energy_mae_mev_atom", "uncovered-region energy MAE (meV/atom)", 1.0)]
-    n_rows = len(panels) // 2
+    panels = []
+    for region in regions:
+        p = region_prefix(region)
+        name = "HF test" if region == "test" else region
+        for metric, column, label, scale in (
+                ("forces_mae", f"{p}_forces_mae_ev_a", f"{name}: force MAE (meV/Å)", 1000.0),
+                ("energy_mae", f"{p}_energy_mae_mev_atom", f"{name}: energy MAE (meV/atom)", 1.0)):
+            if _group([r for r in rows if r["strategy"] != "lf_model"], column):
+                panels.append((region, metric, column, label, scale))
+    n_rows = max(1, math.ceil(len(panels) / 2))
     fig, axes = plt.subplots(n_rows, 2, figsize=(10, 4 * n_rows), squeeze=False)
-    for ax, (column, label, scale) in zip(axes.flat, panels):
+    for ax, (region, metric, column, label, scale) in zip(axes.flat, panels):
         groups = _group(rows, column)
+        band = bands.get((region, metric), {})
         for name in order:
             if name not in groups:
                 continue
             fr = sorted(groups[name])
             x = [n_hf[f] for f in fr]
             values = [np.asarray(groups[name][f]) * scale for f in fr]
-            mean = [v.mean() for v in values]
-            std = [v.std(ddof=1) if len(v) > 1 else 0.0 for v in values]
-            ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=name)
+            mean = np.array([v.mean() for v in values])
+            if name in band and all(f in band[name] for f in fr):
+                low = np.array([band[name][f].low for f in fr])
+                high = np.array([band[name][f].high for f in fr])
+            else:
+                std = np.array([v.std(ddof=1) if len(v) > 1 else 0.0 for v in values])
+                low, high = mean - std, mean + std
+            low = np.minimum(np.maximum(low, 0.2 * mean), mean)  # log axis: a band reaching 0 is cut at mean / 5
+            bar = ax.errorbar(x, mean, yerr=[mean - low, np.maximum(high, mean) - mean], marker="o", capsize=3, label=name)
+            ax.fill_between(x, low, high, color=bar.lines[0].get_color(), alpha=0.2, linewidth=0)
         if "forces" in column and "lf_model" in groups:
             ref = np.mean([v for vs in groups["lf_model"].values() for v in vs]) * scale
             ax.axhline(ref, color="grey", linestyle="--", linewidth=1, label="LF model (no HF data)")
@@ -153,14 +243,17 @@ def plot(rows: Sequence[Mapping], order: Sequence[str], path: str | Path, title:
         ax.set_xticks(sorted(set(n_hf.values())))
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.yaxis.set_major_formatter(ScalarFormatter())
-        ax.yaxis.set_minor_formatter(ScalarFormatter())
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        bottom, top = ax.get_ylim()  # minor tick labels only within one decade (else they overlap)
+        ax.yaxis.set_minor_formatter(FormatStrFormatter("%g") if top < 10 * bottom else NullFormatter())
         ax.set_xlabel("HF training structures")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
     axes.flat[0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
+    fig.suptitle(((title + ": ") if title else "") + "mean over seeds, bands = 95 % intervals (seeds × test structures)",
+                 fontsize=10)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)

@@ -7,7 +7,11 @@ An ablation config is an ordinary mfjax config (``data``, ``model``, ``train``, 
       high: r2scan
       strategies: [hf_only, transfer, delta, multi_fidelity, multi_fidelity_heads, append]
       hf_fractions: [0.01, 0.03, 0.1, 0.3, 1.0]
-      seeds: 1
+      seeds: 3
+      regions:                  # HF test regions next to the covered test split (never trained on)
+        uncovered_temperature: {key: region, value: uncovered}
+        composition_gap: {key: region, value: gap}
+      bootstrap: {samples: 2000, seed: 0}   # paired 95 % intervals (mfjax.strategies.stats)
       steps: {pretrain: 1000, hf: 400, joint: 1400, append: 400}
       transfer_freeze: none     # or backbone
       delta_labels: auto        # paired | predicted | auto
@@ -33,7 +37,7 @@ from typing import Literal
 from mfjax.config import Config, load_config
 from mfjax.utils.configtools import ConfigError, apply_overrides, from_dict, option, read_yaml
 
-__all__ = ["STRATEGIES", "StageSteps", "AblationSettings", "load_ablation_config", "DEFAULT_QUICK"]
+__all__ = ["STRATEGIES", "StageSteps", "Region", "Bootstrap", "AblationSettings", "load_ablation_config", "DEFAULT_QUICK"]
 
 #: Every strategy name, in the order of the tables.
 STRATEGIES = ("hf_only", "transfer", "delta", "multi_fidelity", "multi_fidelity_heads", "append")
@@ -41,7 +45,7 @@ STRATEGIES = ("hf_only", "transfer", "delta", "multi_fidelity", "multi_fidelity_
 #: Overrides applied by ``--quick`` when the config gives none: tiny budgets, two fractions.
 DEFAULT_QUICK = (
     "ablation.hf_fractions=[0.3,1.0]",
-    "ablation.seeds=1",
+    "ablation.seeds=2",
     "ablation.steps.pretrain=40",
     "ablation.steps.hf=30",
     "ablation.steps.joint=60",
@@ -76,6 +80,26 @@ class StageSteps:
 
 
 @dataclass(frozen=True)
+class Region:
+    """A named HF test region: the frames with ``info[key] == value``."""
+
+    value: str = option(doc="HF frames with info[key] == value (from any split) form this test region.")
+    key: str = option("region", "atoms.info key of the frame's region.")
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """The hierarchical bootstrap of the paired comparisons (seeds, then test structures)."""
+
+    samples: int = option(2000, "Bootstrap replicates of each 95 % interval.")
+    seed: int = option(0, "Seed of the bootstrap's random numbers (the intervals are reproducible).")
+
+
+#: The one region of configs written before named regions (the old uncovered_key/value defaults).
+DEFAULT_REGIONS = {"uncovered": Region(value="uncovered", key="region")}
+
+
+@dataclass(frozen=True)
 class AblationSettings:
     """What ``mfjax ablate`` compares and with which budgets."""
 
@@ -83,7 +107,8 @@ class AblationSettings:
     high: str | None = option(None, "High-fidelity name (null = the second fidelity of the data).")
     strategies: tuple[str, ...] = option(STRATEGIES, f"Strategies to run, from {list(STRATEGIES)}.")
     hf_fractions: tuple[float, ...] = option((0.01, 0.03, 0.1, 0.3, 1.0), "Fractions of the HF training set.")
-    seeds: int = option(1, "Number of seeds (subset draw + initialisation); tables show mean ± std.")
+    seeds: int = option(3, "Number of seeds (subset draw + initialisation); >= 2 for the paired intervals.")
+
     min_hf_train: int = option(1, "At least this many HF training structures at any fraction.")
     steps: StageSteps = option(doc="Optimiser steps per stage.", factory=StageSteps)
     transfer_freeze: Literal["none", "backbone"] = option(
@@ -94,11 +119,12 @@ class AblationSettings:
         "LF labels of the HF structures for Δ-learning: paired frames (same structure_id), the LF model's "
         "predictions, or auto (paired where available, predictions for the rest).",
     )
-    uncovered_key: str = option("region", "atoms.info key marking the region of a frame.")
-    uncovered_value: str = option(
-        "uncovered", "HF frames with info[uncovered_key] == this value are never trained on: they form the "
-        "'uncovered' HF test set (the part of space only the LF data covers)."
+    regions: dict[str, Region] = option(
+        doc="Named HF test regions {name: {key, value}}: HF frames of any region are never trained on, and each "
+        "region is its own test set next to the covered HF test split ('test').",
+        factory=lambda: dict(DEFAULT_REGIONS),
     )
+    bootstrap: Bootstrap = option(doc="Paired bootstrap intervals in results.md / summary.json.", factory=Bootstrap)
     export: bool = option(True, "Export every trained model (RUN/runs/<name>/model) for evaluate / MD.")
     quick: tuple[str, ...] = option(DEFAULT_QUICK, "key=value overrides applied by --quick (CI-sized run).")
 
@@ -110,6 +136,12 @@ class AblationSettings:
             raise ConfigError(f"{where}.hf_fractions must be in (0, 1], got {list(self.hf_fractions)}")
         if self.seeds < 1 or self.min_hf_train < 1:
             raise ConfigError(f"{where}: seeds and min_hf_train must be >= 1")
+        for name in self.regions:
+            if name == "test" or not name.replace("_", "").isalnum():
+                raise ConfigError(f"{where}.regions.{name}: region names are letters, digits and _ ('test' is the "
+                                  "covered HF test split)")
+        if self.bootstrap.samples < 100:
+            raise ConfigError(f"{where}.bootstrap.samples must be >= 100, got {self.bootstrap.samples}")
 
 
 def load_ablation_config(
@@ -130,7 +162,7 @@ def load_ablation_config(
         section = raw.get("ablation") or {}
         apply_overrides(raw, list(section.get("quick", DEFAULT_QUICK)))
     apply_overrides(raw, list(overrides or []))
-    section = raw.pop("ablation", None) or {}
+    section = _old_region_keys(raw.pop("ablation", None) or {})
     _reject_shadowing(raw, section)
     settings = from_dict(AblationSettings, section, "ablation")
     cfg = load_config(path, data=raw)
@@ -148,3 +180,14 @@ def _reject_shadowing(raw: dict, section) -> None:
         for key, new in ABLATION_KEYS_MOVED.items():
             if key in section:
                 raise ConfigError(f"ablation.{key} was removed: use {new} (one key for mfjax train and mfjax ablate)")
+
+
+def _old_region_keys(section):
+    """``ablation.uncovered_key/value`` (before named regions) -> ``regions: {uncovered: {key, value}}``."""
+    if not isinstance(section, dict) or not {"uncovered_key", "uncovered_value"} & set(section):
+        return section
+    if "regions" in section:
+        raise ConfigError("ablation.uncovered_key/uncovered_value and ablation.regions: give only ablation.regions")
+    section = dict(section)
+    region = {"key": section.pop("uncovered_key", "region"), "value": section.pop("uncovered_value", "uncovered")}
+    return {**section, "regions": {"uncovered": region}}
