@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "md": ("mfjax.md.cli", "run molecular dynamics with a trained model (jax-md or ASE)"),
     "ablate": ("mfjax.strategies.cli", "compare multi-fidelity, HF-only, transfer and delta learning"),
     "relax": ("mfjax.materials.cli_relax", "relax structures with a model at one fidelity (ASE optimiser, fixed or variable cell)"),
+    "select": ("mfjax.active.cli", "choose N pool structures to label at the high fidelity (ensemble disagreement, HF-LF difference, diversity, random)"),
     "hull": ("mfjax.materials.cli_hull", "energies above the convex hull, formation energies and stability metrics at one fidelity"),
 }
 
