@@ -10,6 +10,7 @@ import os
 import platform
 import resource
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -31,6 +32,28 @@ def diamond_si(n_atoms: int, rattle: float = 0.02, seed: int = 0):
     if rattle:
         atoms.rattle(rattle, seed=seed)
     return atoms
+
+
+def rattled_copies(base, n_structures: int, rattle: float = 0.05, seed: int = 0) -> list:
+    """``n_structures`` copies of ``base`` (ase.Atoms), each rattled with its own seed."""
+    frames = []
+    for i in range(n_structures):
+        atoms = base.copy()
+        atoms.rattle(rattle, seed=seed * 100_000 + i)
+        frames.append(atoms)
+    return frames
+
+
+def small_structures(kind: str, n_structures: int, seed: int = 0) -> list:
+    """Many small structures: ``"molecules"`` = rattled ethanol (9 atoms, no cell), ``"cells"`` =
+    rattled 8-atom cubic diamond Si cells (periodic)."""
+    from ase.build import bulk, molecule
+
+    if kind == "molecules":
+        return rattled_copies(molecule("CH3CH2OH"), n_structures, seed=seed)
+    if kind == "cells":
+        return rattled_copies(bulk("Si", "diamond", a=SI_LATTICE, cubic=True), n_structures, seed=seed)
+    raise ValueError(f"unknown kind of small structure {kind!r}; choose 'molecules' or 'cells'")
 
 
 def labelled_si(n_structures: int, n_atoms: int = 64, seed: int = 0) -> list:
@@ -179,3 +202,8 @@ def ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or not np.isfinite(a) or not np.isfinite(b) or b == 0:
         return None
     return float(a) / float(b)
+
+
+def log(msg: str) -> None:
+    """A progress line on stderr with the time and the load average."""
+    print(f"[{time.strftime('%H:%M:%S')} load {load_average()[0]:.1f}] {msg}", file=sys.stderr, flush=True)

@@ -86,6 +86,7 @@ class InferenceCase:
     jit_call: Any
     ase_call: Any
     calculator: Any
+    graph: Any  # the padded device graph ``jit_call`` evaluates
 
 
 def inference_case(model, atoms) -> InferenceCase:
@@ -111,7 +112,50 @@ def inference_case(model, atoms) -> InferenceCase:
         jax.block_until_ready(calc._run(model.variables, graph, True))
 
     jit_call()
-    return InferenceCase(len(atoms), n_edges, compile_s, jit_call, ase_call, calc)
+    return InferenceCase(len(atoms), n_edges, compile_s, jit_call, ase_call, calc, graph)
+
+
+# ---------------------------------------------------------------------------------------------
+# many small structures
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class BatchedCase:
+    """``Model.predict(frames, batch_size)`` (E, F and, for cells, S of every structure)."""
+
+    call: Any  # () -> None: one pass over all frames
+    first_pass_s: float  # the first pass, compilations included
+    compilations: Any  # () -> int: executables compiled since the first pass began (jit cache entries added)
+    buckets: int  # distinct padded shapes of the batches: the expected number of compilations
+    n_batches: int
+
+
+def padded_shapes(model, frames, batch_size: int) -> list[tuple[int, int, int]]:
+    """(nodes, edges, graphs) of each padded batch ``Model.predict`` builds for ``frames``."""
+    from mfjax.data.batching import structures_to_graph
+    from mfjax.data.structures import structure_from_atoms
+    from mfjax.model.model import _bucket
+
+    shapes = []
+    for k in range(0, len(frames), batch_size):
+        chunk = [structure_from_atoms(a, FIDELITY) for a in frames[k : k + batch_size]]
+        graph = structures_to_graph(chunk, model.cutoff, {FIDELITY: 0})
+        shapes.append((_bucket(num_nodes(graph) + 1, 8), _bucket(num_edges(graph), 64), _bucket(len(chunk) + 1, 2)))
+    return shapes
+
+
+def batched_case(model, frames, batch_size: int) -> BatchedCase:
+    """Time ``model.predict(frames, batch_size=...)``: the library packs the structures into padded
+    batches (power-of-two buckets), one compilation per distinct bucket."""
+    before = model._predict._cache_size()
+    t0 = time.perf_counter()
+    model.predict(frames, batch_size=batch_size)
+    first_pass_s = time.perf_counter() - t0
+    shapes = padded_shapes(model, frames, batch_size)
+
+    def call():
+        model.predict(frames, batch_size=batch_size)
+
+    return BatchedCase(call, first_pass_s, lambda: model._predict._cache_size() - before, len(set(shapes)), len(shapes))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,10 +1,14 @@
 """mfjax vs SevenNet (PyTorch) on the same machine, in the same run: a side-by-side table + JSON.
 
-    python benchmarks/run.py [--quick] [--json OUT.json] [--no-sevenn] [--only inference,training,md,scaling]
+    python benchmarks/run.py [--quick] [--json OUT.json] [--no-sevenn] [--only inference,batched,training,md,scaling]
 
 Sections (details in benchmarks/README.md):
   inference  E+F+S of diamond Si (64/216/512 atoms), preset sevennet-0, through each code's ASE
-             calculator (mfjax also without ASE: the jitted function alone), atom-steps/s;
+             calculator (mfjax also without ASE: the jitted function alone), atom-steps/s; at 512
+             atoms the FLOPs of the jitted call (XLA cost analysis) over its time, as a fraction of
+             a float32 matmul's GFLOP/s measured in the same run;
+  batched    structures/s for many small structures (9-atom ethanol molecules, 8-atom Si cells)
+             through Model.predict(list, batch_size) against SevenNet's batched inference;
   training   structures/s on 64-atom Si batches, presets sevennet-0 and small (sevenn: its Trainer
              on the same frames and architecture), compile time and number of compilations;
   md         NVT steps/s on 64-atom Si: jax-md (lax.fori_loop episodes) and ASE Langevin with the
@@ -30,7 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import common  # noqa: E402
+from benchmarks import common, report  # noqa: E402
+from benchmarks.common import log  # noqa: E402
 
 PROFILES = {
     # tests/test_benchmarks_smoke.py: the harness end to end on tiny inputs (small model, 8 atoms)
@@ -38,6 +43,12 @@ PROFILES = {
         "model_preset": "small",
         "inference_sizes": [8],
         "inference_rounds": {8: 2},
+        "flops_atoms": 8,
+        "matmul_n": 256,
+        "batched_structures": 4,
+        "batched_size": 2,
+        "batched_rounds": 1,
+        "batched_kinds": ["molecules"],  # one compilation: the smoke test stays fast
         "train_presets": ["small"],
         "train_structures": {"small": 4},
         "train_atoms": 8,
@@ -54,6 +65,11 @@ PROFILES = {
         "train_atoms": 64,
         "inference_sizes": [64, 216, 512],
         "inference_rounds": {64: 4, 216: 2, 512: 2},
+        "flops_atoms": 512,
+        "matmul_n": 2048,
+        "batched_structures": 200,
+        "batched_size": 25,  # divides 200 and 1000: every batch in one bucket (one compilation per set)
+        "batched_rounds": 2,
         "train_presets": ["sevennet-0", "small"],
         "train_structures": {"sevennet-0": 8, "small": 16},
         "train_batch": 4,
@@ -69,6 +85,11 @@ PROFILES = {
         "train_atoms": 64,
         "inference_sizes": [64, 216, 512],
         "inference_rounds": {64: 7, 216: 4, 512: 3},
+        "flops_atoms": 512,
+        "matmul_n": 2048,
+        "batched_structures": 1000,
+        "batched_size": 25,  # divides 200 and 1000: every batch in one bucket (one compilation per set)
+        "batched_rounds": 3,
         "train_presets": ["sevennet-0", "small"],
         "train_structures": {"sevennet-0": 16, "small": 32},
         "train_batch": 4,
@@ -80,36 +101,7 @@ PROFILES = {
         "scaling_sizes": [64, 216, 512, 1728, 4096],
     },
 }
-SECTIONS = ("inference", "training", "md", "scaling")
-TARGETS = {"ratio_inference": 3.0, "ratio_training": 3.0, "ratio_md": 5.0}
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')} load {common.load_average()[0]:.1f}] {msg}", file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# sevenn thread count
-# ---------------------------------------------------------------------------------------------
-def choose_torch_threads(call, setting: str) -> dict:
-    """torch intra-op threads for sevenn: a fixed number, or 'auto' = the faster of 1 and 2.
-
-    On a shared 2-core machine torch's OpenMP pool collapses when another process holds a core
-    (10x slower seen here), while 1 thread degrades gracefully; 'auto' gives sevenn its best.
-    """
-    import torch
-
-    if setting != "auto":
-        torch.set_num_threads(int(setting))
-        return {"torch_threads": int(setting), "probe": None}
-    probe = {}
-    for threads in (1, 2):
-        torch.set_num_threads(threads)
-        call()
-        probe[threads] = common.interleave({"c": call}, 2)["c"].median
-    best = min(probe, key=probe.get)
-    torch.set_num_threads(best)
-    return {"torch_threads": best, "probe_s_per_call": probe}
+SECTIONS = ("inference", "batched", "training", "md", "scaling")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,7 +127,7 @@ def run_inference(prof: dict, sevenn_ok: bool, results: dict, torch_threads: str
         if sev_calc is not None:
             call, sev_atoms = sevenn_side.ase_caller(atoms, sev_calc)
             if "torch" not in out:
-                out["torch"] = choose_torch_threads(call, torch_threads)
+                out["torch"] = sevenn_side.choose_torch_threads(call, torch_threads)
                 log(f"sevenn torch threads: {out['torch']}")
             fns["sevenn_ase"] = call
         log(f"inference {n} atoms: timing {list(fns)} x {prof['inference_rounds'][n]}")
@@ -150,7 +142,67 @@ def run_inference(prof: dict, sevenn_ok: bool, results: dict, torch_threads: str
             row["ratio_jit"] = common.ratio(row["mfjax_jit_atom_steps_per_s"], row["sevenn_ase_atom_steps_per_s"])
             row["ratio_ase_cpu_time"] = common.ratio(timings["sevenn_ase"].cpu_median, timings["mfjax_ase"].cpu_median)
         out["sizes"][str(n)] = row
+        if n == prof["flops_atoms"]:
+            out["flops"] = flops_row(case, model, n, timings["mfjax_jit"].median, prof["matmul_n"])
+            log(f"inference {n} atoms: {out['flops']['achieved_gflops']:.1f} GFLOP/s achieved, "
+                f"peak {out['flops']['peak']['gflops']:.1f} GFLOP/s")
     results["inference"] = out
+
+
+def flops_row(case, model, n_atoms: int, seconds: float, matmul_n: int) -> dict:
+    """XLA's FLOPs of the jitted E+F+S call the inference rows time, over its median seconds, as a
+    fraction of a float32 matmul's GFLOP/s measured now."""
+    from benchmarks import flops
+
+    args = (model.variables, case.graph, True)
+    total = flops.cost_analysis_flops(case.calculator._run, *args)
+    dot = flops.dot_flops(case.calculator._run, *args, static_argnums=2)
+    return {"atoms": n_atoms, **flops.flop_fraction(total, seconds, flops.matmul_peak(matmul_n), dot)}
+
+
+def run_batched(prof: dict, sevenn_ok: bool, results: dict, torch_threads: str) -> None:
+    """structures/s for many small structures through ``Model.predict(list, batch_size)`` against
+    SevenNet's batched inference (``sevenn inference``'s loop), same structures, same batch size."""
+    from benchmarks import mfjax_side
+
+    model = mfjax_side.build_model(prof["model_preset"])
+    n, batch = prof["batched_structures"], prof["batched_size"]
+    out = {"preset": prof["model_preset"], "batch_size": batch, "sets": {}}
+    sev_model = None
+    if sevenn_ok:
+        from benchmarks import sevenn_side
+
+        sev_model = sevenn_side.batched_model()
+    for kind in prof.get("batched_kinds", ("molecules", "cells")):
+        frames = common.small_structures(kind, n)
+        log(f"batched {kind}: {n} structures, compiling mfjax")
+        case = mfjax_side.batched_case(model, frames, batch)
+        fns = {"mfjax": case.call}
+        row = {"what": "ethanol molecules" if kind == "molecules" else "Si cells", "structures": n,
+               "atoms_per_structure": len(frames[0]), "mfjax_first_pass_s": case.first_pass_s,
+               "mfjax_buckets": case.buckets, "batches": case.n_batches}
+        if sev_model is not None:
+            sev_call = sevenn_side.batched_caller(sev_model, frames, batch)
+            if "torch" not in out:
+                torch_info = results.get("inference", {}).get("torch")
+                probe = sevenn_side.batched_caller(sev_model, frames[:batch], batch)
+                out["torch"] = torch_info or sevenn_side.choose_torch_threads(probe, torch_threads)
+                log(f"sevenn torch threads: {out['torch']}")
+            sevenn_side.batched_caller(sev_model, frames[:batch], batch)()  # warm-up
+            fns["sevenn"] = sev_call
+        log(f"batched {kind}: timing {list(fns)} x {prof['batched_rounds']}")
+        timings = common.interleave(fns, prof["batched_rounds"])
+        for name, t in timings.items():
+            row[name] = t.as_dict()
+            row[f"{name}_structures_per_s"] = n / t.median
+        # the first pass minus a steady one: the compilations' share of it
+        row["mfjax_compile_s"] = max(case.first_pass_s - timings["mfjax"].median, 0.0)
+        row["mfjax_compilations"] = case.compilations()  # first pass and timed passes together
+        if sev_model is not None:
+            row["ratio"] = common.ratio(row["mfjax_structures_per_s"], row["sevenn_structures_per_s"])
+            row["ratio_cpu_time"] = common.ratio(timings["sevenn"].cpu_median, timings["mfjax"].cpu_median)
+        out["sets"][kind] = row
+    results["batched"] = out
 
 
 def run_training(prof: dict, sevenn_ok: bool, results: dict) -> None:
@@ -266,104 +318,6 @@ def run_scaling(prof: dict, results: dict) -> None:
     results["scaling"] = {"rows": rows, "skipped": skipped}
 
 
-# ---------------------------------------------------------------------------------------------
-# table
-# ---------------------------------------------------------------------------------------------
-def _fmt(x, spec=".1f") -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, str):
-        return x
-    return format(x, spec)
-
-
-def table(results: dict) -> str:
-    lines = []
-
-    def row(name, a, b, r, spec=".1f"):
-        lines.append(f"| {name} | {_fmt(a, spec)} | {_fmt(b, spec)} | {_fmt(r, '.2f')} |")
-
-    lines.append("| figure | mfjax | sevenn | mfjax/sevenn |")
-    lines.append("|---|---:|---:|---:|")
-    inf = results.get("inference")
-    if inf:
-        row("params (sevennet-0 architecture)", inf["mfjax_params"], inf.get("sevenn_params"),
-            common.ratio(inf["mfjax_params"], inf.get("sevenn_params")), "d")
-        for n, r in inf["sizes"].items():
-            sev = r.get("sevenn_ase_atom_steps_per_s")
-            row(f"E+F+S {n} atoms, ASE calculator (atom-steps/s)", r["mfjax_ase_atom_steps_per_s"], sev, r.get("ratio_ase"))
-            row(f"E+F+S {n} atoms, jitted fn vs sevenn ASE (atom-steps/s)", r["mfjax_jit_atom_steps_per_s"], sev, r.get("ratio_jit"))
-            if r.get("ratio_ase_cpu_time") is not None:
-                row(f"E+F+S {n} atoms, ASE calculator: CPU s per call", r["mfjax_ase"]["cpu_median_s"], r["sevenn_ase"]["cpu_median_s"],
-                    r["ratio_ase_cpu_time"], ".3f")
-    tr = results.get("training")
-    if tr:
-        for preset, r in tr["presets"].items():
-            row(f"training {preset}, batch {tr['batch_structures']} x {tr['atoms_per_structure']} atoms (structures/s)",
-                r["mfjax_structures_per_s"], r.get("sevenn_structures_per_s"), r.get("ratio"), ".2f")
-            if r.get("ratio_cpu_time") is not None:
-                row(f"training {preset}: CPU s per epoch (ratio = sevenn/mfjax)", r["mfjax"]["cpu_median_s"], r["sevenn"]["cpu_median_s"],
-                    r["ratio_cpu_time"], ".2f")
-            row(f"training {preset}: params", r["mfjax_params"], r.get("sevenn_params"),
-                common.ratio(r["mfjax_params"], r.get("sevenn_params")), "d")
-            row(f"training {preset}: compile s / compilations", f"{r['mfjax_compile_s']:.1f} / {r['mfjax_compilations']}", "-", None)
-    md = results.get("md")
-    if md:
-        sev = md.get("sevenn_ase", {}).get("steps_per_s")
-        row(f"MD {md['atoms']} atoms NVT: jax-md vs sevenn ASE (steps/s)", md["jaxmd"]["steps_per_s"], sev, md.get("ratio_jaxmd_vs_sevenn_ase"), ".2f")
-        row(f"MD {md['atoms']} atoms NVT: ASE + MfjaxCalculator vs sevenn ASE (steps/s)", md["mfjax_ase"]["steps_per_s"], sev, md.get("ratio_ase_vs_sevenn_ase"), ".2f")
-        if md.get("ratio_jaxmd_cpu_time") is not None:
-            row("MD: CPU s per step, jax-md vs sevenn ASE (ratio = sevenn/mfjax)", md["jaxmd"]["cpu_s_per_step"],
-                md["sevenn_ase"]["cpu_s_per_step"], md["ratio_jaxmd_cpu_time"], ".3f")
-    sc = results.get("scaling")
-    if sc and sc["rows"]:
-        lines.append("")
-        lines.append("| atoms | edges | compile s | compilations | E+F+S s | atom-steps/s | peak RSS MiB | (peak-base) KiB/atom | XLA temp KiB/atom |")
-        lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for r in sc["rows"]:
-            lines.append(
-                f"| {r['atoms']} | {r['edges']} | {r['compile_s']:.1f} | {r['compilations']} | {_fmt(r['call_s'], '.2f')} | "
-                f"{_fmt(r['atom_steps_per_s'])} | {r['peak_rss_mb']:.0f} | {r['peak_minus_base_kb_per_atom']:.0f} | "
-                f"{_fmt(r.get('xla_temp_kb_per_atom'), '.0f')} |"
-            )
-        for n, why in sc["skipped"].items():
-            lines.append(f"| {n} | skipped: {why} |")
-    return "\n".join(lines)
-
-
-def headline(results: dict) -> dict:
-    """The keys the issue asks for: ratio_inference (64 atoms, ASE calculators), ratio_training
-    (sevennet-0), ratio_md (jax-md vs sevenn through ASE), and whether each target is met."""
-    out = {"ratio_inference": None, "ratio_training": None, "ratio_md": None}
-    inf = results.get("inference", {}).get("sizes", {}).get(str(results.get("settings", {}).get("inference_sizes", [64])[0]))
-    if inf:
-        out["ratio_inference"] = inf.get("ratio_ase")
-        out["ratio_inference_cpu_time"] = inf.get("ratio_ase_cpu_time")
-        out["ratio_inference_jit"] = inf.get("ratio_jit")
-    tr = results.get("training", {}).get("presets", {})
-    if "sevennet-0" in tr:
-        out["ratio_training"] = tr["sevennet-0"].get("ratio")
-        out["ratio_training_cpu_time"] = tr["sevennet-0"].get("ratio_cpu_time")
-    if "small" in tr:
-        out["ratio_training_small"] = tr["small"].get("ratio")
-    if results.get("md"):
-        out["ratio_md"] = results["md"].get("ratio_jaxmd_vs_sevenn_ase")
-        out["ratio_md_ase"] = results["md"].get("ratio_ase_vs_sevenn_ase")
-        out["ratio_md_cpu_time"] = results["md"].get("ratio_jaxmd_cpu_time")
-    out["targets"] = {k: {"target": v, "met": (out[k] >= v) if out[k] is not None else None} for k, v in TARGETS.items()}
-    tr_compiles = [r.get("mfjax_compilations") for r in tr.values()]
-    out["targets"]["one_compilation_per_training_run"] = {"met": all(c == 1 for c in tr_compiles) if tr_compiles else None}
-    rows = results.get("scaling", {}).get("rows", [])
-    if len(rows) >= 2:
-        per_atom = [r.get("xla_temp_kb_per_atom") for r in rows]
-        if all(p is not None for p in per_atom):
-            spread = max(per_atom) / min(per_atom)
-            out["targets"]["memory_per_atom_flat"] = {
-                "sizes": [r["atoms"] for r in rows], "xla_temp_kb_per_atom_max_over_min": spread, "met": spread < 1.25,
-            }
-    return out
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="reduced run (< 10 min here)")
@@ -395,10 +349,11 @@ def main(argv=None) -> int:
     def checkpoint() -> None:  # partial results survive a run that is stopped half-way
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps({**results, **headline(results)}, indent=2, default=str))
+            args.json.write_text(json.dumps({**results, **report.headline(results)}, indent=2, default=str))
 
     runners = {
         "inference": lambda: run_inference(prof, sevenn_ok, results, args.torch_threads),
+        "batched": lambda: run_batched(prof, sevenn_ok, results, args.torch_threads),
         "training": lambda: run_training(prof, sevenn_ok, results),
         "md": lambda: run_md(prof, sevenn_ok, results),
         "scaling": lambda: run_scaling(prof, results),
@@ -409,16 +364,13 @@ def main(argv=None) -> int:
             checkpoint()
     results["wall_s"] = time.perf_counter() - t_start
     results["load_average_at_end"] = common.load_average()
-    summary = headline(results)
+    summary = report.headline(results)
     results.update(summary)
 
-    print(table(results))
+    print(report.table(results))
     print()
-    for key in ("ratio_inference", "ratio_training", "ratio_md"):
-        target = TARGETS[key]
-        value = summary[key]
-        verdict = "n/a" if value is None else ("met" if value >= target else "NOT met")
-        print(f"{key}: {_fmt(value, '.2f')} (target >= {target}: {verdict})")
+    for line in report.verdicts(summary):
+        print(line)
     print(f"wall time {results['wall_s']:.0f} s; load average {results['machine']['load_average_at_start'][0]:.1f} -> "
           f"{results['load_average_at_end'][0]:.1f} on {os.cpu_count()} cores")
     if args.json:

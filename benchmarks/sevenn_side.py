@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 
-from benchmarks.common import CUTOFF, ase_efs_caller
+from benchmarks.common import CUTOFF, ase_efs_caller, interleave
 
 
 def available() -> tuple[bool, str]:
@@ -24,6 +24,27 @@ def available() -> tuple[bool, str]:
         return False, f"sevenn/torch not importable ({type(exc).__name__}: {exc}); pip install -e '.[bench]'"
     version = getattr(sevenn, "__version__", "?")
     return True, f"sevenn {version}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def choose_torch_threads(call, setting: str) -> dict:
+    """torch intra-op threads for sevenn: a fixed number, or 'auto' = the faster of 1 and 2.
+
+    On a shared 2-core machine torch's OpenMP pool collapses when another process holds a core
+    (10x slower seen here), while 1 thread degrades gracefully; 'auto' gives sevenn its best.
+    """
+    import torch
+
+    if setting != "auto":
+        torch.set_num_threads(int(setting))
+        return {"torch_threads": int(setting), "probe": None}
+    probe = {}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        call()
+        probe[threads] = interleave({"c": call}, 2)["c"].median
+    best = min(probe, key=probe.get)
+    torch.set_num_threads(best)
+    return {"torch_threads": best, "probe_s_per_call": probe}
 
 
 def _quiet():
@@ -96,6 +117,48 @@ def training_case(preset: str, frames, batch_size: int) -> TrainingCase:
         trainer.run_one_epoch(loader, is_train=True)
 
     return TrainingCase(len(graphs), batch_size, epoch, count_params(trainer.model))
+
+
+# ---------------------------------------------------------------------------------------------
+# many small structures
+# ---------------------------------------------------------------------------------------------
+def batched_model():
+    """SevenNet-0 set up as ``sevenn inference`` does it: batched graphs, eval mode (forces and
+    stress from the autograd of the energy)."""
+    _quiet()
+    from sevenn import util
+
+    model, _ = util.model_from_checkpoint(util.pretrained_name_to_path("7net-0"))
+    model.set_is_batch_data(True)
+    model.eval()
+    return model
+
+
+def batched_caller(model, frames, batch_size: int):
+    """One pass of SevenNet's batched inference over ``frames`` (ase.Atoms, unlabelled), the way
+    ``sevenn.scripts.inference`` runs it: graphs from ``atoms_to_graph`` (its matscipy neighbour
+    list), a torch_geometric ``DataLoader``, the model on each batch, results split per structure
+    (``util.to_atom_graph_list``). Graph building is inside the call, as mfjax's is."""
+    _quiet()
+    from torch_geometric.loader import DataLoader
+
+    from sevenn import util
+    from sevenn.atom_graph_data import AtomGraphData
+    from sevenn.train.dataload import atoms_to_graph
+
+    cutoff = float(model.cutoff)
+
+    def call():
+        graphs = [
+            AtomGraphData.from_numpy_dict(atoms_to_graph(a, cutoff, transfer_info=False, y_from_calc=True, allow_unlabeled=True))
+            for a in frames
+        ]
+        results = []
+        for batch in DataLoader(graphs, batch_size, shuffle=False):
+            results.extend(util.to_atom_graph_list(model(batch).detach()))
+        assert len(results) == len(frames)
+
+    return call
 
 
 def ase_caller(atoms, calc):
