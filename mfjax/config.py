@@ -101,6 +101,12 @@ class LossConfig:
         doc="Per-fidelity structure weights, e.g. {r2scan: 7.0} to up-weight scarce high-fidelity data.",
         factory=dict,
     )
+    fidelity_share: dict[str, float] = option(
+        doc="Share of the loss per fidelity instead of a weight, e.g. {r2scan: 0.4}: weights are derived from the "
+        "training frame counts (w_f = share_f * N / n_f; fidelities not named share the rest in proportion to their "
+        "frames) and printed, so the share holds whatever the HF:LF ratio. Excludes fidelity_weights.",
+        factory=dict,
+    )
     fidelity_l2: float = option(
         0.0,
         "L2 penalty fidelity_l2 * sum w^2 on the fidelity-specific weights (the one-hot rows of the conditioned "
@@ -118,6 +124,14 @@ class LossConfig:
         for fid, w in self.fidelity_weights.items():
             if w < 0:
                 raise ConfigError(f"{where}.fidelity_weights.{fid} must be >= 0, got {w}")
+        if self.fidelity_weights and self.fidelity_share:
+            raise ConfigError(f"{where}: give fidelity_weights or fidelity_share, not both "
+                              f"(the share derives the weights from the data sizes)")
+        for fid, share in self.fidelity_share.items():
+            if not 0.0 < share <= 1.0:
+                raise ConfigError(f"{where}.fidelity_share.{fid} must be in (0, 1], got {share}")
+        if sum(self.fidelity_share.values()) > 1.0 + 1e-6:
+            raise ConfigError(f"{where}.fidelity_share: the shares sum to {sum(self.fidelity_share.values()):g} > 1")
 
 
 @dataclass(frozen=True)
@@ -164,6 +178,10 @@ class TrainConfig:
         None, "mfjax train: fidelity whose best_metric selects the best checkpoint (null = the fidelity with the "
         "fewest training frames, printed at the start). mfjax ablate selects on its high fidelity."
     )
+    patience: int | None = option(
+        None, "Early stopping: stop after this many validations in a row without a new best (the best weights are "
+        "kept; null = off). Counts validations, so it depends on eval_every / eval_every_steps."
+    )
     max_nonfinite_steps: int = option(10, "Stop after this many non-finite losses in a row (such steps are skipped).")
     checkpoint_every_steps: int = option(100, "Also save the 'last' checkpoint every this many steps (0 = only at epoch ends; "
                                         "in mfjax ablate at the end of each stage).")
@@ -194,6 +212,8 @@ class TrainConfig:
             raise ConfigError(f"{where}: eval_every and max_nonfinite_steps must be >= 1, checkpoint_every_steps >= 0")
         if self.eval_every_steps is not None and self.eval_every_steps < 1:
             raise ConfigError(f"{where}.eval_every_steps must be >= 1 or null, got {self.eval_every_steps}")
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(f"{where}.patience must be >= 1 or null (off), got {self.patience}")
         if self.warmup_steps < 0:
             raise ConfigError(f"{where}.warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.weight_decay < 0 or (self.weight_decay and self.optimizer != "adamw"):

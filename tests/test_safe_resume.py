@@ -143,7 +143,7 @@ def test_corrupt_or_mismatched_checkpoint_is_one_line(finished, tmp_path, capsys
 
 def test_ablate_refuses_overwriting_results_and_changed_budgets(tmp_path, capsys):
     raw = synthetic_config(tmp_path / "data", strategies=["hf_only"], hf_fractions=[1.0],
-                           steps={"pretrain": 2, "hf": 2, "joint": 2, "append": 2})
+                           budget={"total_steps": 3, "pretrain_steps": 2})
     raw["ablation"]["export"] = False
     config = tmp_path / "ablation.yaml"
     config.write_text(yaml.safe_dump(raw))
@@ -151,10 +151,11 @@ def test_ablate_refuses_overwriting_results_and_changed_budgets(tmp_path, capsys
     args = ["ablate", str(config), "--output", str(out)]
     assert main(args) == 0
     results = (out / "results.csv").read_bytes()
-    assert yaml.safe_load((out / "config.yaml").read_text())["ablation"]["steps"]["hf"] == 2
+    assert yaml.safe_load((out / "config.yaml").read_text())["ablation"]["budget"]["total_steps"] == 3
     capsys.readouterr()
     _one_line_error(capsys, main(args), str(out), "results.csv", "--resume", "--overwrite")
-    _one_line_error(capsys, main(args + ["--resume", "--set", "ablation.steps.hf=3"]), "ablation.steps.hf (2 -> 3)")
+    _one_line_error(capsys, main(args + ["--resume", "--set", "ablation.budget.total_steps=4"]),
+                    "ablation.budget.total_steps (3 -> 4)")
     _one_line_error(capsys, main(args + ["--resume", "--set", "data.split.seed=1"]), "data.split.seed (0 -> 1)",
                     "data.split_assignment")
     _one_line_error(capsys, main(args + ["--resume", "--set", "train.lr=0.001"]), "train.lr (0.01 -> 0.001)")
@@ -164,6 +165,6 @@ def test_ablate_refuses_overwriting_results_and_changed_budgets(tmp_path, capsys
     assert "skipped" in capsys.readouterr().out
     entry = json.loads((out / "resume_log.jsonl").read_text())
     assert entry["changed"] == {"train.checkpoint_every_steps": [100, 7]}
-    assert main(args + ["--overwrite", "--set", "ablation.steps.hf=3"]) == 0
-    assert yaml.safe_load((out / "config.yaml").read_text())["ablation"]["steps"]["hf"] == 3
+    assert main(args + ["--overwrite", "--set", "ablation.budget.total_steps=4"]) == 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["ablation"]["budget"]["total_steps"] == 4
     assert not (out / "resume_log.jsonl").exists()

@@ -54,7 +54,7 @@ def test_ablate_cli_writes_csv_table_plot_and_resumes(tmp_path, capsys):
 
 def _rows(path: Path) -> list[dict]:
     with open(path) as handle:
-        return [{k: v for k, v in r.items() if k != "train_seconds"} for r in csv.DictReader(handle)]
+        return [{k: v for k, v in r.items() if k not in ("train_seconds", "compile_seconds")} for r in csv.DictReader(handle)]
 
 
 def test_ablate_resume_continues_a_killed_stage(tmp_path, monkeypatch, capsys):
@@ -98,7 +98,7 @@ def test_ablate_option_errors(tmp_path, capsys):
 def test_quick_overrides_and_explicit_options_win(tmp_path):
     config = _config(tmp_path)
     _, quick = load_ablation_config(config, quick=True)
-    assert quick.steps.pretrain == 40 and quick.hf_fractions == (0.3, 1.0)
+    assert quick.budget.pretrain_steps == 40 and quick.hf_fractions == (0.3, 1.0)
     _, both = load_ablation_config(config, ["ablation.hf_fractions=[1.0]"], quick=True)
     assert both.hf_fractions == (1.0,)
 

@@ -1,7 +1,7 @@
 """Ablation stages run through ``training.fit``: ``train.*`` keys honoured (adamw, warm-up, cosine),
 a stage killed mid-way resumes to the uninterrupted result, one compilation per kind of model
-across runs, ``NonFiniteLossError``, and ``train``/``ablation`` keys that would shadow each other
-rejected."""
+across runs, ``NonFiniteLossError``, ``train``/``ablation`` keys that would shadow each other
+rejected, early stopping (patience) and the equal-budget columns of a results row."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from helpers.synthetic import synthetic_config
 
 import mfjax.training.fit as fit_module
 from mfjax.errors import ConfigError
+import mfjax.strategies.base as base_module
 from mfjax.strategies import hf_only
+from mfjax.strategies.ablate import run_strategy
 from mfjax.strategies.base import Context
 from mfjax.strategies.data import prepare_data
 from mfjax.strategies.settings import load_ablation_config
@@ -57,7 +59,7 @@ def test_stage_honours_adamw_warmup_and_cosine(setup, tmp_path, monkeypatch):
     monkeypatch.setattr(fit_module, "create_state", lambda *a, **k: states.append(original(*a, **k)) or states[-1])
     hf = ctx.data.hf_subset(1.0, 0)
     hf_only.run(ctx, hf, 0)
-    steps = ctx.settings.steps.hf
+    steps = ctx.settings.budget.total_steps  # hf_only trains the whole budget from scratch
     expected = [float(make_schedule(0.02, 0.001, steps, "cosine", 3)(t)) for t in range(steps)]
     np.testing.assert_allclose(record.lrs, expected, rtol=1e-6)
     assert record.lrs[0] == 0.0 and max(record.lrs) == pytest.approx(0.02)  # warm-up from 0, then cosine
@@ -77,7 +79,7 @@ def test_killed_stage_resumes_to_the_uninterrupted_result(setup, tmp_path):
     record = Record()
     resumed.callbacks.append(record)
     outcome = hf_only.run(resumed, hf, 0)
-    assert len(record.lrs) == resumed.settings.steps.hf - 3  # steps 4..10 only
+    assert len(record.lrs) == resumed.settings.budget.total_steps - 3  # steps 4..20 only
     (a,), (b,) = reference.stages, outcome.stages
     assert (a.steps, a.best_step, a.best_value, a.history) == (b.steps, b.best_step, b.best_value, b.history)
     jax.tree.map(np.testing.assert_array_equal, reference.model.variables, outcome.model.variables)
@@ -92,7 +94,7 @@ def test_one_compilation_per_kind_of_model_across_runs(setup, tmp_path):
     ctx = _ctx(setup, tmp_path)
     hf_only.run(ctx, ctx.data.hf_subset(0.5, 0), 0)
     first = ctx.cache.compilations
-    shorter = Context(ctx.cfg, replace(ctx.settings, steps=replace(ctx.settings.steps, hf=7)), ctx.data, tmp_path,
+    shorter = Context(ctx.cfg, replace(ctx.settings, budget=replace(ctx.settings.budget, total_steps=13)), ctx.data, tmp_path,
                       log=lambda _: None, cache=ctx.cache)
     hf_only.run(shorter, ctx.data.hf_subset(1.0, 1), 1)  # other data, seed and step budget: same kind
     assert ctx.cache.compilations == first == 2  # one train step, one evaluation step
@@ -118,3 +120,59 @@ def test_shadowing_or_unused_keys_are_config_errors(setup, train, ablation, mess
     data = {**raw, "train": {**raw["train"], **train}, "ablation": {**raw["ablation"], **ablation}}
     with pytest.raises(ConfigError, match=message):
         load_ablation_config(None, data=data)
+
+
+def test_patience_stops_early_keeps_the_best_and_resume_does_not_train_on(setup, tmp_path):
+    """lr 1e-30: the validation metric never improves after the first validation, so patience 2
+    stops at the third validation (eval every 5 steps -> step 15 of 40); a resume trains nothing."""
+    _, cfg, settings, data = setup
+    ctx = Context(cfg, settings, data, tmp_path)
+    model = ctx.fresh(ctx.spec((data.high,)), data.hf_pool, 0)
+    tiny = replace(cfg.train, lr=1e-30, lr_final=1e-30)
+    hf = data.hf_subset(1.0, 0)
+    kwargs = dict(budget=data.budget, steps=40, select=data.high, eval_every_steps=5, patience=2,
+                  checkpoint_dir=tmp_path / "stage", log=lambda _: None)
+    result = fit_module.fit(model, hf, data.hf_valid, tiny, **kwargs)
+    assert (result.stopped_early, result.steps, result.best_step) == (True, 15, 5)
+    assert [h["step"] for h in result.history] == [5, 10, 15]
+    # every step's batch is counted: whole epochs of len(hf) structures, then part of one
+    per_epoch = -(-len(hf) // 8)  # max_graphs 8 (the synthetic batches are graph-limited)
+    assert result.structures_seen[data.high] == len(hf) * (15 // per_epoch) + min(8 * (15 % per_epoch), len(hf))
+    record = Record()
+    again = fit_module.fit(model, hf, data.hf_valid, tiny, resume=True, callbacks=[record], **kwargs)
+    assert record.lrs == [] and again.stopped_early and again.steps == 15 and again.best_step == 5
+    off = fit_module.fit(model, hf, data.hf_valid, tiny, **{**kwargs, "patience": 0, "checkpoint_dir": None})
+    assert not off.stopped_early and off.steps == 40
+    no_kwarg = {k: v for k, v in kwargs.items() if k not in ("patience", "checkpoint_dir")}
+    from_cfg = fit_module.fit(model, hf, data.hf_valid, replace(tiny, patience=2), **no_kwarg)  # train.patience
+    assert from_cfg.stopped_early and from_cfg.steps == 15
+
+
+@pytest.mark.slow
+def test_joint_run_derives_share_weights_and_records_the_budget(setup, tmp_path, monkeypatch):
+    """multi_fidelity with fidelity_share: the HF share of the weighted frames is the setting at any
+    fraction; the results row records the budget, steps, HF structures seen, best step, compile time."""
+    loss = {"fidelity_share": {"high": 0.4}}
+    ctx = _ctx(setup, tmp_path, train={"loss": loss})
+    lines = []
+    ctx.log = lines.append
+    calls = []
+    original = fit_module.fit
+
+    def spy(model, train, *args, **kwargs):
+        calls.append((list(train), kwargs["fidelity_weights"]))
+        return original(model, train, *args, **kwargs)
+
+    monkeypatch.setattr(base_module, "fit", spy)
+    outcome, row = run_strategy(ctx, "multi_fidelity", 0.5, 0)
+    _, transfer_row = run_strategy(ctx, "transfer", 0.5, 0)
+    (train, weights), *_ = calls
+    n = {f: sum(s.fidelity == f for s in train) for f in ("low", "high")}
+    assert weights["high"] * n["high"] / (weights["high"] * n["high"] + weights["low"] * n["low"]) == pytest.approx(0.4)
+    assert any("fidelity_share" in line and "high" in line for line in lines)  # the derived weights are printed
+    budget = ctx.settings.budget
+    assert row["budget_steps"] == transfer_row["budget_steps"] == budget.total_steps
+    assert row["steps"] == transfer_row["steps"] == budget.total_steps  # transfer: pre-training + fine-tuning
+    assert row["hf_seen"] == outcome.stages[0].structures_seen["high"] > 0
+    assert transfer_row["hf_seen"] > 0 and row["stopped_early"] == 0 and row["best_step"] is not None
+    assert row["compile_seconds"] > 0  # the first run of its kind compiles

@@ -111,7 +111,8 @@ def test_transfer_refits_e0_and_uses_a_fresh_optimiser(ctx, fit_calls, initial_s
     assert all(not np.any(np.asarray(m)) for m in jax.tree.leaves(adam.mu))
     assert int(adam.count) == 0
     lr = [s for s in state.opt_state if isinstance(s, ScheduleState)][0]
-    assert int(lr.count) == 0 and float(lr.hyper[3]) == ctx.settings.steps.hf
+    budget = ctx.settings.budget  # schedule "continued": the fine-tuning continues the pre-training's decay
+    assert int(lr.count) == budget.pretrain_steps and float(lr.hyper[3]) == budget.total_steps
     assert not _leaves_equal(outcome.model.variables["params"], lf.variables["params"])
 
 

@@ -76,7 +76,12 @@ def run_strategy(ctx: Context, name: str, fraction: float, seed: int) -> tuple[O
         ctx.run_tag = None
     row = {"strategy": name, "hf_fraction": fraction, "seed": seed, "n_hf_train": len(hf_train),
            "n_lf_train": outcome.notes.get("n_lf_train", 0), "steps": outcome.steps,
-           "train_seconds": round(outcome.seconds, 1)}
+           "train_seconds": round(outcome.seconds, 1),
+           # equal budgets (settings.Budget): every strategy has budget_steps in all; ``steps`` counts the
+           # shared LF pre-training too; hf_seen = HF structures in the batches of every step
+           "budget_steps": ctx.settings.budget.total_steps, "hf_seen": outcome.seen(ctx.data.high),
+           "best_step": outcome.best_step, "stopped_early": int(outcome.stopped_early),
+           "compile_seconds": round(outcome.compile_seconds, 1)}
     row.update(evaluate_outcome(ctx, outcome))
     notes = {k: v for k, v in outcome.notes.items() if k != "n_lf_train"}
     row["notes"] = json.dumps(notes, sort_keys=True) if notes else ""

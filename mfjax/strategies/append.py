@@ -3,7 +3,9 @@
 ``append_model`` adds the HF fidelity to the LF model with ``mfjax.nn.model.append_fidelity``
 (zero-initialised one-hot weights, shared weights rescaled by sqrt(fan_in_new / fan_in_old), an E0
 row fitted on the HF training data), so the LF predictions are unchanged; ``run`` checks that on LF
-validation structures, then trains on LF + HF data like ``multi_fidelity``.
+validation structures, then trains on LF + HF data like ``multi_fidelity`` (same fidelity weights)
+for ``budget.total_steps - pretrain_steps`` steps, continuing the pre-training's learning-rate
+decay (``budget.schedule: continued``) or starting a new one (``per_stage``).
 """
 
 from __future__ import annotations
@@ -36,12 +38,13 @@ def old_fidelity_shift(ctx: Context, before: Model, after: Model, structures: Se
 
 def run(ctx: Context, hf_train: Sequence[Structure], seed: int) -> Outcome:
     d = ctx.data
-    lf = ctx.lf_model(seed).model
+    lf_fit = ctx.lf_model(seed)
+    lf = lf_fit.model
     model = append_model(ctx, lf, hf_train)
     probe = (d.lf_valid or d.lf_train)[:8]
     shift = old_fidelity_shift(ctx, lf, model, probe)
     train = list(d.lf_train) + list(hf_train)
-    fitted = ctx.fit(model, train, d.hf_valid, steps=ctx.settings.steps.append, seed=seed, select=d.high,
-                     stage="append", fidelity_weights=ctx.fidelity_weights())
+    fitted = ctx.stage_fit("continue", model, train, d.hf_valid, seed=seed, select=d.high, stage="append",
+                           fidelity_weights=ctx.fidelity_weights(train, (d.low, d.high)))
     notes = {"n_lf_train": len(d.lf_train), "append_lf_shift_ev": float(np.float32(shift))}
-    return Outcome(fitted.model, [fitted], notes, low=d.low)
+    return Outcome(fitted.model, [fitted], notes, low=d.low, shared=[lf_fit])

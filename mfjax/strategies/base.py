@@ -9,6 +9,11 @@ Every stage is one :func:`mfjax.training.fit.fit` (``Context.fit``) that checkpo
 ``OUT/stages/<run>/<stage>/`` (``<run>`` = ``<strategy>_f<fraction>_s<seed>``, or
 ``lf_model_s<seed>`` for the LF pre-training), so ``mfjax ablate --resume`` continues a killed
 stage from its last checkpoint, and a finished LF model is restored instead of retrained.
+
+Budgets (``settings.budget``, see ``settings``): ``Context.stage_fit(kind, ...)`` trains a stage of
+kind "scratch", "pretrain", "continue" or "delta" with that kind's steps and learning-rate
+schedule, so that every strategy gets the same total number of optimiser steps; ``train.patience``
+stops stages early.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from mfjax.strategies.settings import AblationSettings
 from mfjax.training.compiled import StepCache
 from mfjax.training.evaluation import evaluate, predict_structures
 from mfjax.training.fit import Callback, FitResult, fit
+from mfjax.training.loss import resolve_fidelity_weights
 from mfjax.training.setup import example_graph
 from mfjax.training.sharding import make_mesh
 
@@ -42,20 +48,44 @@ class StageInterrupted(KeyboardInterrupt):
 @dataclass
 class Outcome:
     """A trained strategy: the HF potential (a ``Model``; a Δ model for delta), its training stages,
-    notes for the results table, and whether the model also predicts the low fidelity (``low``)."""
+    notes for the results table, whether the model also predicts the low fidelity (``low``), and
+    the shared LF pre-training it started from (``shared``: counted in the step budget, not in the
+    wall time, which ``lf_model`` rows report once per seed)."""
 
     model: Model
     stages: list[FitResult]
     notes: dict[str, Any] = field(default_factory=dict)
     low: str | None = None
+    shared: list[FitResult] = field(default_factory=list)
 
     @property
     def seconds(self) -> float:
+        """Wall time of the own stages, without compilation."""
         return float(sum(f.seconds for f in self.stages))
 
     @property
+    def compile_seconds(self) -> float:
+        """Compilation of the steps this run's own stages were the first to use."""
+        return float(sum(f.compile_seconds for f in self.stages))
+
+    @property
     def steps(self) -> int:
-        return int(sum(f.steps for f in self.stages))
+        """Optimiser steps of every stage, the shared pre-training included (the equal-budget count)."""
+        return int(sum(f.steps for f in self.shared + self.stages))
+
+    def seen(self, fidelity: str) -> int:
+        """Training structures of ``fidelity`` in the batches of every step of every stage."""
+        return int(sum(f.structures_seen.get(fidelity, 0) for f in self.shared + self.stages))
+
+    @property
+    def best_step(self) -> int | None:
+        """Step of the best weights in the last stage (the one that made the model)."""
+        return self.stages[-1].best_step if self.stages else None
+
+    @property
+    def stopped_early(self) -> bool:
+        """Whether the last stage stopped on ``train.patience`` before its budget."""
+        return bool(self.stages and self.stages[-1].stopped_early)
 
 
 class _StageLog(Callback):
@@ -110,9 +140,22 @@ class Context:
         example = example_graph(self.data.hf_pool[0], spec)
         return Model(spec, spec.init(seed, example, e0=self.e0(train, spec.fidelities), scale=force_rms(train)))
 
-    def fidelity_weights(self) -> dict[str, float]:
-        """``train.loss.fidelity_weights`` for runs that mix fidelities."""
-        return dict(self.cfg.train.loss.fidelity_weights)
+    def fidelity_weights(self, train: Sequence[Structure], fidelities: Sequence[str]) -> dict[str, float]:
+        """Per-fidelity weights of a run that mixes ``fidelities`` on ``train``: derived from
+        ``train.loss.fidelity_share`` and the frame counts of ``train`` (logged), else
+        ``train.loss.fidelity_weights``."""
+        weights, how = resolve_fidelity_weights(self.cfg.train.loss, tuple(fidelities), train)
+        if self.cfg.train.loss.fidelity_share:
+            self.log(f"  {how}")
+        return weights
+
+    def stage_fit(self, kind: str, model: Model, train: Sequence[Structure], valid: Sequence[Structure], *,
+                  seed: int, select: str, stage: str, **kwargs) -> FitResult:
+        """``fit`` with the steps and learning-rate schedule of budget stage ``kind`` ("scratch",
+        "pretrain", "continue", "delta"; ``settings.Budget.stage``)."""
+        steps, schedule = self.settings.budget.stage(kind)
+        return self.fit(model, train, valid, steps=steps, schedule=schedule, seed=seed, select=select, stage=stage,
+                        **kwargs)
 
     # ---- training and evaluation ------------------------------------------------------------------
     def stage_dir(self, stage: str, seed: int) -> Path:
@@ -125,18 +168,20 @@ class Context:
 
     def fit(self, model: Model, train: Sequence[Structure], valid: Sequence[Structure], *, steps: int, seed: int,
             select: str, stage: str, fidelity_weights: Mapping[str, float] | None = None,
-            trainable: Sequence[str] | None = None) -> FitResult:
+            trainable: Sequence[str] | None = None, schedule: tuple[int, int] | None = None) -> FitResult:
         """One stage: ``fit`` for ``steps`` steps with ``train.*``, the ablation's budget and compiled
         steps, best weights on ``select``'s validation metric, checkpoints in ``stage_dir(stage)``.
 
         fidelity_weights: per-fidelity structure weights (1 where not given; names the model does
-        not have are ignored); trainable: top-level param groups that train (None = all).
+        not have are ignored); trainable: top-level param groups that train (None = all); schedule:
+        (start, total) of the learning-rate decay (default: over this stage's steps).
         """
         weights = {k: v for k, v in (fidelity_weights or {}).items() if k in model.fidelities}
         directory = self.stage_dir(stage, seed)
         label = f"{self.run_tag or 'run'}/{stage}"
         result = fit(model, train, valid, self.cfg.train, budget=self.data.budget, steps=steps, seed=seed,
                      select=select, fidelity_weights=weights, trainable=trainable, eval_every_steps=self.eval_every(steps),
+                     schedule=schedule,
                      checkpoint_dir=directory, checkpoint_epochs=False, resume=self.resume,
                      compute_stress=self.data.compute_stress, cache=self.cache, mesh=self.mesh,
                      callbacks=[_StageLog(label, select, self.cfg.train.best_metric, self.log), *self.callbacks],
@@ -155,7 +200,7 @@ class Context:
 
     # ---- the shared LF model -----------------------------------------------------------------------
     def lf_model(self, seed: int) -> FitResult:
-        """The LF-only model of ``seed`` (all LF training data, ``steps.pretrain``), trained once
+        """The LF-only model of ``seed`` (all LF training data, ``budget.pretrain_steps``), trained once
         (restored from its finished checkpoint on --resume)."""
         if seed not in self._lf:
             d = self.data
@@ -163,8 +208,8 @@ class Context:
             model = self.fresh(self.spec((d.low,)), d.lf_train, seed)
             tag, self.run_tag = self.run_tag, f"lf_model_s{seed}"
             try:
-                self._lf[seed] = self.fit(model, d.lf_train, d.lf_valid, steps=self.settings.steps.pretrain, seed=seed,
-                                          select=d.low, stage="pretrain")
+                self._lf[seed] = self.stage_fit("pretrain", model, d.lf_train, d.lf_valid, seed=seed, select=d.low,
+                                                stage="pretrain")
             finally:
                 self.run_tag = tag
         return self._lf[seed]

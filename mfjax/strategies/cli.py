@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="replace earlier results in the output directory (without it an existing results.csv "
                             "is refused)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set ablation.steps.hf=200 (repeatable)")
+                        help="override a config value, e.g. --set ablation.budget.total_steps=2000 (repeatable)")
 
 
 def _list(text: str) -> list[str]:

@@ -67,7 +67,8 @@ def _source(counts: dict[str, int]) -> str:
 
 def run(ctx: Context, hf_train: Sequence[Structure], seed: int) -> Outcome:
     d = ctx.data
-    lf = ctx.lf_model(seed).model
+    lf_fit = ctx.lf_model(seed)
+    lf = lf_fit.model
     train_labels, train_counts = low_labels(ctx, lf, hf_train)
     valid_labels, valid_counts = low_labels(ctx, lf, d.hf_valid)
     train = delta_structures(hf_train, train_labels, d.high)
@@ -75,6 +76,6 @@ def run(ctx: Context, hf_train: Sequence[Structure], seed: int) -> Outcome:
     ctx.log(f"  delta: LF labels of the HF training structures: {_source(train_counts)}; "
             f"validation: {_source(valid_counts)}")
     model = ctx.fresh(ctx.spec((d.high,)), train, seed)
-    fitted = ctx.fit(model, train, valid, steps=ctx.settings.steps.hf, seed=seed, select=d.high, stage="delta")
+    fitted = ctx.stage_fit("delta", model, train, valid, seed=seed, select=d.high, stage="delta")
     notes = {"n_lf_train": len(d.lf_train), "delta_low_labels": _source(train_counts)}
-    return Outcome(Model.delta(lf, d.low, fitted.model), [fitted], notes)
+    return Outcome(Model.delta(lf, d.low, fitted.model), [fitted], notes, shared=[lf_fit])

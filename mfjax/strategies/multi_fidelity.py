@@ -2,7 +2,9 @@
 
 ``run`` conditions on the fidelity the SevenNet way (one-hot into the intro/outro/readout linears);
 ``run_heads`` uses fidelity-indexed readout heads instead. Both start from scratch with E0 fitted per
-fidelity and ``train.loss.fidelity_weights`` (e.g. {r2scan: 7}) up-weighting the HF structures.
+fidelity and the HF structures weighted by ``train.loss.fidelity_share`` (e.g. {r2scan: 0.4}: the
+weights follow from the frame counts of this run) or ``train.loss.fidelity_weights``, for
+``budget.total_steps`` steps (the same total as every strategy).
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ def _run(ctx: Context, hf_train: Sequence[Structure], seed: int, mode: str) -> O
     d = ctx.data
     train = list(d.lf_train) + list(hf_train)
     model = ctx.fresh(ctx.spec((d.low, d.high), mode), train, seed)
-    fitted = ctx.fit(model, train, d.hf_valid, steps=ctx.settings.steps.joint, seed=seed, select=d.high,
-                     stage="joint", fidelity_weights=ctx.fidelity_weights())
+    fitted = ctx.stage_fit("scratch", model, train, d.hf_valid, seed=seed, select=d.high, stage="joint",
+                           fidelity_weights=ctx.fidelity_weights(train, (d.low, d.high)))
     return Outcome(fitted.model, [fitted], {"n_lf_train": len(d.lf_train), "fidelity_mode": mode}, low=d.low)
 
 

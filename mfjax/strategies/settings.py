@@ -12,7 +12,7 @@ An ablation config is an ordinary mfjax config (``data``, ``model``, ``train``, 
         uncovered_temperature: {key: region, value: uncovered}
         composition_gap: {key: region, value: gap}
       bootstrap: {samples: 2000, seed: 0}   # paired 95 % intervals (mfjax.strategies.stats)
-      steps: {pretrain: 1000, hf: 400, joint: 1400, append: 400}
+      budget: {total_steps: 1400, pretrain_steps: 1000, schedule: continued}
       transfer_freeze: none     # or backbone
       delta_labels: auto        # paired | predicted | auto
       quick: ["ablation.hf_fractions=[0.1,1.0]", ...]   # overrides applied by --quick
@@ -22,9 +22,24 @@ test sets, the same model size and the same seed. Every stage is one ``mfjax.tra
 with the ``train:`` section: optimiser, weight decay, schedule and warm-up, clipping, EMA, batch,
 loss, ``e0_alpha``, ``best_metric``, ``eval_every_steps`` (null = a tenth of the stage),
 ``checkpoint_every_steps``, ``max_nonfinite_steps``, ``compute_stress``, ``distributed``; the
-seeds are ``train.seed``, ``train.seed + 1``, ... Budgets are in optimiser steps (not epochs) so
-that the cost of a table is known in advance: ``train.epochs``, ``train.eval_every`` (epochs) and
-``train.best_fidelity`` (an ablation selects on its high fidelity) are rejected.
+seeds are ``train.seed``, ``train.seed + 1``, ... ``train.patience`` stops every stage early
+(validations without a new best on the stage's validation fidelity; the best weights are kept) and
+``train.loss.fidelity_share`` (or ``fidelity_weights``) weights the fidelities of the joint stages.
+
+Budgets (``ablation.budget``) follow one rule: **every strategy gets the same total number of
+optimiser steps**, ``total_steps``, counting the shared LF pre-training (``pretrain_steps``) of
+transfer, delta and append: hf_only, multi_fidelity and multi_fidelity_heads train ``total_steps``
+from scratch; transfer's fine-tuning, the Δ model and append's joint stage train
+``total_steps - pretrain_steps`` after it. With ``train.patience`` these are caps and every stage
+stops on the same convergence criterion. ``budget.schedule`` names the learning-rate variant:
+``continued`` (default): one decay from ``train.lr`` to ``train.lr_final`` over ``total_steps`` per
+strategy: the LF pre-training runs its first ``pretrain_steps`` and transfer / append continue it
+where the pre-training's cap ends (so from-scratch and pre-trained strategies get one decay cycle
+each; the fresh Δ model decays over its own stage); ``per_stage``: every stage decays over its own
+budget (two cycles for transfer and append, the classic fine-tuning recipe). Budgets are in
+optimiser steps (not epochs) so that the cost of a table is known in advance: ``train.epochs``,
+``train.eval_every`` (epochs) and ``train.best_fidelity`` (an ablation selects on its high
+fidelity) are rejected. The old ``ablation.steps`` is a one-line error naming ``ablation.budget``.
 """
 
 from __future__ import annotations
@@ -37,7 +52,7 @@ from typing import Literal
 from mfjax.config import Config, load_config
 from mfjax.utils.configtools import ConfigError, apply_overrides, from_dict, option, read_yaml
 
-__all__ = ["STRATEGIES", "StageSteps", "Region", "Bootstrap", "AblationSettings", "load_ablation_config", "DEFAULT_QUICK"]
+__all__ = ["STRATEGIES", "Budget", "Region", "Bootstrap", "AblationSettings", "load_ablation_config", "DEFAULT_QUICK"]
 
 #: Every strategy name, in the order of the tables.
 STRATEGIES = ("hf_only", "transfer", "delta", "multi_fidelity", "multi_fidelity_heads", "append")
@@ -46,16 +61,14 @@ STRATEGIES = ("hf_only", "transfer", "delta", "multi_fidelity", "multi_fidelity_
 DEFAULT_QUICK = (
     "ablation.hf_fractions=[0.3,1.0]",
     "ablation.seeds=2",
-    "ablation.steps.pretrain=40",
-    "ablation.steps.hf=30",
-    "ablation.steps.joint=60",
-    "ablation.steps.append=30",
+    "ablation.budget.total_steps=60",
+    "ablation.budget.pretrain_steps=40",
     "train.eval_every_steps=30",
 )
 
 #: ``train`` keys without meaning in an ablation -> why.
 TRAIN_KEYS_REJECTED = {
-    "epochs": "stage budgets are optimiser steps: ablation.steps.{pretrain,hf,joint,append}",
+    "epochs": "stage budgets are optimiser steps: ablation.budget.{total_steps,pretrain_steps}",
     "eval_every": "it counts epochs; use train.eval_every_steps",
     "best_fidelity": "every stage selects on its own fidelity (the LF model on ablation.low, the rest on ablation.high)",
 }
@@ -65,18 +78,34 @@ ABLATION_KEYS_MOVED = {"e0_alpha": "train.e0_alpha", "eval_every": "train.eval_e
 
 
 @dataclass(frozen=True)
-class StageSteps:
-    """Optimiser steps of each training stage."""
+class Budget:
+    """Equal budgets: every strategy gets ``total_steps`` optimiser steps in all (caps when
+    ``train.patience`` stops stages early)."""
 
-    pretrain: int = option(1000, "LF-only model; shared by transfer, delta and append (trained once per seed).")
-    hf: int = option(400, "HF-only training, transfer fine-tuning and the Δ model.")
-    joint: int = option(1400, "multi_fidelity / multi_fidelity_heads from scratch on LF + HF data.")
-    append: int = option(400, "Training on LF + HF data after the HF fidelity is appended to the LF model.")
+    total_steps: int = option(1400, "Optimiser steps of every strategy in all: hf_only, multi_fidelity and "
+                              "multi_fidelity_heads from scratch; transfer, delta and append = pretrain_steps + the rest.")
+    pretrain_steps: int = option(1000, "Of total_steps, the LF-only pre-training shared by transfer, delta and append "
+                                 "(trained once per seed); their second stage gets total_steps - pretrain_steps.")
+    schedule: Literal["continued", "per_stage"] = option(
+        "continued", "Learning-rate decay: continued = one decay over total_steps per strategy (the second stage of "
+        "transfer / append continues the pre-training's schedule); per_stage = each stage decays over its own steps."
+    )
 
-    def validate(self, where: str = "steps") -> None:
-        for name in ("pretrain", "hf", "joint", "append"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{where}.{name} must be >= 1, got {getattr(self, name)}")
+    def validate(self, where: str = "ablation.budget") -> None:
+        if self.pretrain_steps < 1 or self.total_steps <= self.pretrain_steps:
+            raise ConfigError(f"{where}: need 1 <= pretrain_steps < total_steps, got pretrain_steps "
+                              f"{self.pretrain_steps}, total_steps {self.total_steps}")
+
+    def stage(self, name: str) -> tuple[int, tuple[int, int]]:
+        """(steps, (schedule start, schedule total)) of stage ``name``: "scratch" (hf_only,
+        multi_fidelity), "pretrain", "continue" (transfer, append) or "delta" (a fresh Δ model)."""
+        rest = self.total_steps - self.pretrain_steps
+        continued = self.schedule == "continued"
+        stages = {"scratch": (self.total_steps, (0, self.total_steps)),
+                  "pretrain": (self.pretrain_steps, (0, self.total_steps) if continued else (0, self.pretrain_steps)),
+                  "continue": (rest, (self.pretrain_steps, self.total_steps) if continued else (0, rest)),
+                  "delta": (rest, (0, rest))}
+        return stages[name]
 
 
 @dataclass(frozen=True)
@@ -110,7 +139,7 @@ class AblationSettings:
     seeds: int = option(3, "Number of seeds (subset draw + initialisation); >= 2 for the paired intervals.")
 
     min_hf_train: int = option(1, "At least this many HF training structures at any fraction.")
-    steps: StageSteps = option(doc="Optimiser steps per stage.", factory=StageSteps)
+    budget: Budget = option(doc="Equal optimiser-step budgets (every strategy the same total).", factory=Budget)
     transfer_freeze: Literal["none", "backbone"] = option(
         "none", "Transfer fine-tuning: train all weights, or freeze everything but the readout."
     )
@@ -180,6 +209,9 @@ def _reject_shadowing(raw: dict, section) -> None:
         for key, new in ABLATION_KEYS_MOVED.items():
             if key in section:
                 raise ConfigError(f"ablation.{key} was removed: use {new} (one key for mfjax train and mfjax ablate)")
+        if "steps" in section:
+            raise ConfigError("ablation.steps was replaced by ablation.budget: {total_steps, pretrain_steps} (every "
+                              "strategy gets the same total; old joint -> total_steps, pretrain -> pretrain_steps)")
 
 
 def _old_region_keys(section):

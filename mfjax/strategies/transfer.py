@@ -2,7 +2,9 @@
 
 The fine-tuned model starts from the LF model's weights (all of them, or with the backbone frozen:
 only the readout trains), with E0 refitted on the HF training data, the LF model's energy scale and
-mean neighbour count, and a fresh optimiser (new Adam moments and learning-rate schedule).
+mean neighbour count, and a fresh optimiser (new Adam moments) for ``budget.total_steps -
+pretrain_steps`` steps; its learning rate continues the pre-training's decay (``budget.schedule:
+continued``) or starts a new one (``per_stage``).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def run(ctx: Context, hf_train: Sequence[Structure], seed: int) -> Outcome:
     d = ctx.data
     lf = ctx.lf_model(seed)
     freeze = ctx.settings.transfer_freeze == "backbone"
-    fitted = ctx.fit(initial_model(ctx, lf.model, hf_train), hf_train, d.hf_valid, steps=ctx.settings.steps.hf,
-                     seed=seed, select=d.high, stage="fine_tune", trainable=HEAD if freeze else None)
+    fitted = ctx.stage_fit("continue", initial_model(ctx, lf.model, hf_train), hf_train, d.hf_valid, seed=seed,
+                           select=d.high, stage="fine_tune", trainable=HEAD if freeze else None)
     notes = {"n_lf_train": len(d.lf_train), "fine_tune": "readout only (backbone frozen)" if freeze else "all weights"}
-    return Outcome(fitted.model, [fitted], notes)
+    return Outcome(fitted.model, [fitted], notes, shared=[lf])

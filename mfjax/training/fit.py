@@ -14,6 +14,12 @@ the last step and on SIGINT/SIGTERM/``stop``; "best" at every improvement. ``res
 continues from "last" with the very next batch, so a killed fit ends exactly as an uninterrupted
 one. A fit started without ``resume`` removes old checkpoints of the directory.
 
+Early stopping (``patience``, default ``train.patience``): the fit stops after that many
+validations in a row without a new best (``FitResult.stopped_early``; the best weights are kept, a
+resume does not train on). Per-fidelity weights (``fidelity_weights``, else derived from
+``train.loss.fidelity_share`` or taken from ``train.loss.fidelity_weights``) scale the training
+structures' label weights, so runs with different weights share one compiled step.
+
 ``train.max_nonfinite_steps`` non-finite losses in a row (each such step is skipped by the step
 itself) raise :class:`NonFiniteLossError`, the one error of a diverging fit.
 """
@@ -26,7 +32,7 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -42,6 +48,7 @@ from mfjax.training.batches import iterate_steps, steps_per_epoch, total_steps
 from mfjax.training.checkpoint import Checkpoints
 from mfjax.training.compiled import StepCache
 from mfjax.training.evaluation import evaluate_batcher
+from mfjax.training.loss import fidelity_weight_vector, resolve_fidelity_weights
 from mfjax.training.metrics import mean_metric
 from mfjax.training.optim import make_optimizer
 from mfjax.training.sharding import host_value, make_mesh, mesh_layout, put_replicated
@@ -80,7 +87,9 @@ class FitResult:
     steps: optimiser steps done; epochs: epochs completed; best_step/best_epoch/best_value: where
     the best was found; seconds: wall time without compilation (summed over resumed parts);
     compile_seconds: first calls of newly compiled steps; history: one entry per validation;
-    valid_metrics: the last validation; interrupted: stopped early (state saved in "last")."""
+    valid_metrics: the last validation; interrupted: stopped by a signal or ``stop`` (state saved in
+    "last"); stopped_early: stopped by ``patience``; structures_seen: {fidelity: training structures
+    in the batches of every step}; fidelity_weights: the per-fidelity weights used."""
 
     model: Model
     steps: int
@@ -93,6 +102,9 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
     valid_metrics: dict = field(default_factory=dict)
     interrupted: bool = False
+    stopped_early: bool = False
+    structures_seen: dict = field(default_factory=dict)
+    fidelity_weights: dict = field(default_factory=dict)
 
 
 @contextmanager
@@ -145,6 +157,8 @@ def fit(
     trainable: Sequence[str] | None = None,
     eval_every_steps: int | None = None,
     eval_every_epochs: int | None = None,
+    patience: int | None = None,
+    schedule: tuple[int, int] | None = None,
     checkpoint_dir: str | Path | None = None,
     checkpoint_epochs: bool = True,
     resume: bool = False,
@@ -162,7 +176,10 @@ def fit(
     every batch. select/metric: the fidelity and validation metric that pick the best weights.
     fidelity_weights: per-fidelity structure weights by name (default ``train.loss.fidelity_weights``).
     trainable: top-level param groups that train (None = all), e.g. ("readout",). cache: compiled
-    steps shared with other fits. stop(global_step) -> True stops (as SIGINT does).
+    steps shared with other fits. stop(global_step) -> True stops (as SIGINT does). patience:
+    validations without improvement before stopping (None = ``train.patience``; 0 = off).
+    schedule: (start, total) of the learning-rate schedule (default (0, budget)): the first step
+    uses the schedule's value at ``start`` of a decay over ``total`` steps.
     """
     if not train:
         raise DataError("fit: no training structures")
@@ -173,7 +190,13 @@ def fit(
     n_local, n_global, offset = mesh_layout(mesh)
     seed = train_cfg.seed if seed is None else int(seed)
     metric = train_cfg.best_metric if metric is None else metric
-    weights = train_cfg.loss.fidelity_weights if fidelity_weights is None else fidelity_weights
+    patience = train_cfg.patience if patience is None else (int(patience) or None)
+    if fidelity_weights is None:
+        fidelity_weights, how = resolve_fidelity_weights(train_cfg.loss, model.fidelities, train)
+        if train_cfg.loss.fidelity_share:
+            log(how)
+    wvec = fidelity_weight_vector(model.fidelities, dict(fidelity_weights))
+    train = _weighted(train, model.fidelities, wvec)
     if compute_stress is None:
         compute_stress = train_cfg.compute_stress
     if compute_stress is None:
@@ -183,9 +206,10 @@ def fit(
     batcher = GraphBatcher(train, model.cutoff, model.spec.fidelity_map, budget, shuffle=True, seed=seed)
     valid_batcher = GraphBatcher(valid, model.cutoff, model.spec.fidelity_map, budget, shuffle=False) if valid else None
     total = int(steps) if steps is not None else total_steps(batcher, int(epochs), n_global)
-    optimizer, _ = make_optimizer(train_cfg, total)
+    start_lr, total_lr = (0, total) if schedule is None else (int(schedule[0]), int(schedule[1]))
+    optimizer, _ = make_optimizer(train_cfg, total_lr, start_lr)
     compile0 = cache.compile_seconds
-    step_fn = cache.train_step(model, train_cfg, fidelity_weights=weights, trainable=trainable,
+    step_fn = cache.train_step(model, train_cfg, fidelity_weights={}, trainable=trainable,
                                compute_stress=compute_stress, mesh=mesh)
     eval_stress = bool(compute_stress) or any(s.stress is not None for s in valid)
     eval_fn = cache.eval_step(model, compute_stress=eval_stress, mesh=mesh)
@@ -193,7 +217,9 @@ def fit(
 
     run: dict[str, Any] = {"best_value": None, "best_step": None, "best_epoch": None, "nonfinite_in_row": 0,
                            "epoch_loss_sum": 0.0, "epoch_fid_sum": [0.0] * len(fids), "epoch_steps": 0,
-                           "history": [], "seconds": 0.0, "lr": None}
+                           "history": [], "seconds": 0.0, "lr": None, "stopped_early": False,
+                           "seen": [0] * len(fids)}
+    fid_index = np.array([model.spec.fidelity_map[s.fidelity] for s in batcher.structures], np.int64)
     epoch, start, gs = 0, 0, 0
     best_variables = None
     ckpt = _open_checkpoints(Path(checkpoint_dir), resume, log) if checkpoint_dir is not None else None
@@ -228,13 +254,15 @@ def fit(
 
     try:
         with _stop_signals() as flag:
-            while gs < total:
+            while gs < total and not run["stopped_early"]:
                 n_steps = steps_per_epoch(batcher, epoch, n_global)
                 for step in iterate_steps(batcher, epoch, n_local, mesh, start=start, device_offset=offset,
                                           n_global_devices=n_global, dtype=dtype):
                     state, out = step_fn(state, step.batch)
                     out = host_value(out)
                     gs += 1
+                    seen = np.bincount(fid_index[list(step.structures)], minlength=len(fids))
+                    run["seen"] = [int(a + b) for a, b in zip(run["seen"], seen)]
                     for cb in callbacks:
                         cb.on_step(gs, epoch, step.index, out)
                     if bool(out["finite"]):
@@ -265,6 +293,10 @@ def fit(
                                 ckpt.save("best", state, meta(epoch, step.index + 1))
                         for cb in callbacks:
                             cb.on_validation(gs, epoch, metrics, value, is_best, epoch_end)
+                        if patience and gs < total and run["best_value"] is not None and _since_best(run) >= patience:
+                            run["stopped_early"] = True
+                            log(f"early stop at step {gs} of {total}: {patience} validations without a new best "
+                                f"(best {metric} {run['best_value']:.5g} at step {run['best_step']})")
                     if epoch_end:
                         completed = epoch + 1
                         n = max(run["epoch_steps"], 1)
@@ -273,7 +305,7 @@ def fit(
                                             metrics, run["lr"] if run["lr"] is not None else float("nan"))
                         run.update(epoch_loss_sum=0.0, epoch_fid_sum=[0.0] * len(fids), epoch_steps=0)
                     stopping = flag["stop"] or (stop is not None and stop(gs))
-                    if ckpt is not None and (gs >= total or stopping or (every and gs % every == 0)
+                    if ckpt is not None and (gs >= total or stopping or run["stopped_early"] or (every and gs % every == 0)
                                              or (epoch_end and checkpoint_epochs)):
                         run["seconds"] = elapsed()
                         ckpt.save("last", state, meta(epoch + 1, 0) if epoch_end else meta(epoch, step.index + 1))
@@ -283,9 +315,9 @@ def fit(
                             f"(global step {gs}); continue with --resume" if ckpt is not None else
                             f"interrupted at global step {gs} (no checkpoint directory)")
                         break
-                    if gs >= total:
+                    if gs >= total or run["stopped_early"]:
                         break
-                if interrupted or gs >= total:
+                if interrupted or gs >= total or run["stopped_early"]:
                     break
                 epoch, start = epoch + 1, 0
     finally:
@@ -296,8 +328,21 @@ def fit(
         model=model.replace(variables=variables), steps=gs, epochs=completed, best_step=run["best_step"],
         best_epoch=run["best_epoch"], best_value=run["best_value"], seconds=elapsed(),
         compile_seconds=cache.compile_seconds - compile0, history=list(run["history"]), valid_metrics=valid_metrics,
-        interrupted=interrupted,
+        interrupted=interrupted, stopped_early=bool(run["stopped_early"]),
+        structures_seen=dict(zip(fids, run["seen"])), fidelity_weights=dict(zip(fids, wvec.tolist())),
     )
+
+
+def _since_best(run: dict) -> int:
+    """Validations (with a value) after the best one."""
+    return sum(1 for h in run["history"] if h["step"] > (run["best_step"] or 0))
+
+
+def _weighted(structures: Sequence[Structure], fidelities: Sequence[str], weights: np.ndarray) -> list[Structure]:
+    """``structures`` with their label weights multiplied by their fidelity's weight ([n_fid])."""
+    by_name = dict(zip(fidelities, weights.tolist()))
+    return [s if by_name.get(s.fidelity, 1.0) == 1.0 else
+            replace(s, weight=tuple(w * by_name[s.fidelity] for w in s.weight)) for s in structures]
 
 
 def _nonfinite(run: dict, out, gs: int, names: list[str], train_cfg, log, save: Callable[[], Any]) -> None:

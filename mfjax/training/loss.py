@@ -10,6 +10,10 @@ labels contribute neither to sums nor to counts.
 The functions return sums and counts rather than means so that a data-parallel step can add them
 over devices *before* dividing: the sharded loss then equals the single-device loss on the same
 graphs exactly (up to float summation order).
+
+``train.loss.fidelity_share`` fixes the expected share of each fidelity in the loss instead of its
+weight: :func:`share_weights` turns shares and training-set frame counts into per-fidelity weights
+(``fidelity_weights``) whatever the ratio of the fidelities' data sizes.
 """
 
 from __future__ import annotations
@@ -63,6 +67,61 @@ def fidelity_weight_vector(fidelities: Sequence[str], weights: Mapping[str, floa
             f"train.loss.fidelity_weights names unknown fidelities {unknown}; available: {list(fidelities)}"
         )
     return np.array([float(weights.get(f, 1.0)) for f in fidelities], dtype=np.float32)
+
+
+def share_weights(counts: Mapping[str, int], share: Mapping[str, float],
+                  where: str = "train.loss.fidelity_share") -> dict[str, float]:
+    """Per-fidelity structure weights that give each fidelity its ``share`` of the weighted frames.
+
+    counts: training frames per fidelity; share: fidelity -> share in (0, 1]. With weights w_f,
+    fidelity f holds w_f n_f / sum_g w_g n_g of the weighted frames, hence (in expectation over
+    shuffled batches, for fidelities with similar per-frame errors and sizes) that share of the
+    loss. Named fidelities get w_f = share_f N / n_f (N = all frames, so the mean weight is 1);
+    fidelities not named share the rest, 1 - sum(share), in proportion to their frame counts (one
+    common weight). With frames of one fidelity only there is nothing to share: every weight is 1.
+    """
+    unknown = sorted(set(share) - set(counts))
+    if unknown:
+        raise ConfigError(f"{where} names unknown fidelities {unknown}; available: {sorted(counts)}")
+    present = {f: int(n) for f, n in counts.items() if n > 0}
+    weights = {f: 1.0 for f in counts}
+    if len(present) <= 1:
+        return weights
+    empty = sorted(f for f in share if f not in present)
+    if empty:
+        raise ConfigError(f"{where} names {empty}, which have no training frames")
+    total = sum(present.values())
+    named = sum(float(share[f]) for f in share)
+    rest = [f for f in present if f not in share]
+    if rest and named >= 1.0:
+        raise ConfigError(f"{where}: the shares sum to {named:g}, leaving nothing for {rest}")
+    if not rest and abs(named - 1.0) > 1e-6:
+        raise ConfigError(f"{where} names every fidelity of the training data: the shares must sum to 1, got {named:g}")
+    for f in share:
+        weights[f] = float(share[f]) * total / present[f]
+    if rest:
+        common = (1.0 - named) * total / sum(present[f] for f in rest)
+        weights.update({f: common for f in rest})
+    return weights
+
+
+def fidelity_counts(fidelities: Sequence[str], structures) -> dict[str, int]:
+    """{fidelity: number of ``structures`` of it} for every name in ``fidelities``."""
+    counts = {f: 0 for f in fidelities}
+    for s in structures:
+        counts[s.fidelity] = counts.get(s.fidelity, 0) + 1
+    return counts
+
+
+def resolve_fidelity_weights(loss_cfg, fidelities: Sequence[str], structures) -> tuple[dict[str, float], str]:
+    """(per-fidelity weights, how they were chosen) for training on ``structures``:
+    ``loss_cfg.fidelity_share`` through :func:`share_weights`, else ``loss_cfg.fidelity_weights``."""
+    if loss_cfg.fidelity_share:
+        counts = fidelity_counts(fidelities, structures)
+        weights = share_weights(counts, loss_cfg.fidelity_share)
+        shown = ", ".join(f"{f} {weights[f]:.4g} ({counts[f]} frames)" for f in fidelities)
+        return weights, f"fidelity weights from train.loss.fidelity_share {dict(loss_cfg.fidelity_share)}: {shown}"
+    return dict(loss_cfg.fidelity_weights), "train.loss.fidelity_weights"
 
 
 def elementwise(error: Array, kind: str, delta: float) -> Array:

@@ -4,7 +4,9 @@ of the weights (SPEC §4).
 The schedule's numbers (lr, lr_final, warm-up steps, total steps, kind) live in the optimiser
 *state*, not in the traced code: ``make_optimizer(train, 100)`` and ``make_optimizer(train, 900)``
 have the same ``update`` function, so one compiled train step serves every run of a kind (an
-ablation trains dozens of models of one architecture with different step budgets).
+ablation trains dozens of models of one architecture with different step budgets). The state's
+update count may start past 0 (``start_step``): a fine-tuning stage then continues the decay of
+one schedule over the whole pipeline instead of starting a new one.
 """
 
 from __future__ import annotations
@@ -59,13 +61,14 @@ def make_schedule(
     return lambda step: schedule_value(hyper, step)
 
 
-def _scale_by_schedule(hyper: np.ndarray) -> optax.GradientTransformation:
+def _scale_by_schedule(hyper: np.ndarray, start_step: int = 0) -> optax.GradientTransformation:
     """Multiply updates by -lr(count), with the schedule's numbers stored in the state by ``init``
-    (a new array per state: a donated state never takes another's buffers with it)."""
+    (a new array per state: a donated state never takes another's buffers with it); the count
+    starts at ``start_step``."""
 
     def init(params) -> ScheduleState:
         del params
-        return ScheduleState(jnp.zeros((), jnp.int32), jnp.asarray(hyper))
+        return ScheduleState(jnp.asarray(int(start_step), jnp.int32), jnp.asarray(hyper))
 
     def update(updates, state: ScheduleState, params=None):
         del params
@@ -76,10 +79,14 @@ def _scale_by_schedule(hyper: np.ndarray) -> optax.GradientTransformation:
     return optax.GradientTransformation(init, update)
 
 
-def make_optimizer(train_cfg: Any, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(train_cfg: Any, total_steps: int, start_step: int = 0) -> tuple[optax.GradientTransformation,
+                                                                                   optax.Schedule]:
     """(optimizer, schedule) from ``train``: optional global-norm clipping (``grad_clip``), Adam or
     AdamW (``optimizer``, ``weight_decay``) and the scheduled learning rate (``lr``, ``lr_final``,
-    ``schedule``, ``warmup_steps``) over ``total_steps``."""
+    ``schedule``, ``warmup_steps``) over ``total_steps``; the first update uses the schedule's
+    value at ``start_step`` (0: the start of the decay)."""
+    if not 0 <= int(start_step) <= int(total_steps):
+        raise ValueError(f"start_step {start_step} must be in [0, total_steps = {total_steps}]")
     hyper = _hyper(train_cfg.lr, train_cfg.lr_final, total_steps, train_cfg.schedule, train_cfg.warmup_steps)
     parts = [optax.clip_by_global_norm(train_cfg.grad_clip)] if train_cfg.grad_clip is not None else []
     parts.append(optax.scale_by_adam())
@@ -87,7 +94,7 @@ def make_optimizer(train_cfg: Any, total_steps: int) -> tuple[optax.GradientTran
         parts.append(optax.add_decayed_weights(train_cfg.weight_decay))
     elif train_cfg.optimizer != "adam":
         raise ValueError(f"unknown optimizer {train_cfg.optimizer!r}")
-    parts.append(_scale_by_schedule(hyper))
+    parts.append(_scale_by_schedule(hyper, start_step))
     return optax.chain(*parts), (lambda step: schedule_value(hyper, step))
 
 

@@ -29,7 +29,7 @@ refused                     everything else: the data files, frames and labels
                             cutoff, sizes), ``train.loss.*``, ``train.batch.*``,
                             ``train.seed``, ``best_metric``, ``best_fidelity``,
                             ``compute_stress``, ``e0_alpha``; in an ablation also the stage
-                            budgets ``ablation.steps.*``, ``low``/``high``, the optimiser keys
+                            budgets ``ablation.budget.*``, ``low``/``high``, the optimiser keys
 ==========================  ================================================================
 
 A refusal is one ``ConfigError`` line naming every changed key with its old and new value.

@@ -129,7 +129,7 @@ def synthetic_config(directory: str | Path, train: dict | None = None, **ablatio
     keys and ``ablation`` keys update the defaults."""
     low, high = write_synthetic(directory)
     section = {"low": "low", "high": "high", "hf_fractions": [0.5, 1.0], "seeds": 1,
-               "steps": {"pretrain": 10, "hf": 10, "joint": 10, "append": 10}}
+               "budget": {"total_steps": 20, "pretrain_steps": 10}}
     section.update(ablation)
     train_section = {"lr": 0.01, "batch": {"max_graphs": 8}, "loss": {"fidelity_weights": {"high": 3.0}},
                      "e0_alpha": 1e-8, "eval_every_steps": 5}
