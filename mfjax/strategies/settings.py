@@ -137,7 +137,6 @@ class AblationSettings:
     strategies: tuple[str, ...] = option(STRATEGIES, f"Strategies to run, from {list(STRATEGIES)}.")
     hf_fractions: tuple[float, ...] = option((0.01, 0.03, 0.1, 0.3, 1.0), "Fractions of the HF training set.")
     seeds: int = option(3, "Number of seeds (subset draw + initialisation); >= 2 for the paired intervals.")
-
     min_hf_train: int = option(1, "At least this many HF training structures at any fraction.")
     budget: Budget = option(doc="Equal optimiser-step budgets (every strategy the same total).", factory=Budget)
     transfer_freeze: Literal["none", "backbone"] = option(
