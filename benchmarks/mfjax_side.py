@@ -127,20 +127,25 @@ class BatchedCase:
     compilations: Any  # () -> int: executables compiled since the first pass began (jit cache entries added)
     buckets: int  # distinct padded shapes of the batches: the expected number of compilations
     n_batches: int
+    real_edges: int  # edges of all structures
+    padded_edges: int  # edges computed, padding included (each costs as much as a real one)
+    host_graph_s: float  # host time to build the batches' graphs (part of each pass)
 
 
-def padded_shapes(model, frames, batch_size: int) -> list[tuple[int, int, int]]:
-    """(nodes, edges, graphs) of each padded batch ``Model.predict`` builds for ``frames``."""
+def padded_shapes(model, frames, batch_size: int) -> tuple[list[tuple[int, int, int]], int, float]:
+    """(nodes, edges, graphs) of each padded batch ``Model.predict`` builds for ``frames``, the real
+    edges in all batches, and the host seconds to build their graphs (neighbour lists included)."""
     from mfjax.data.batching import structures_to_graph
     from mfjax.data.structures import structure_from_atoms
     from mfjax.model.model import _bucket
 
-    shapes = []
+    shapes, real_edges, t0 = [], 0, time.perf_counter()
     for k in range(0, len(frames), batch_size):
         chunk = [structure_from_atoms(a, FIDELITY) for a in frames[k : k + batch_size]]
         graph = structures_to_graph(chunk, model.cutoff, {FIDELITY: 0})
+        real_edges += num_edges(graph)
         shapes.append((_bucket(num_nodes(graph) + 1, 8), _bucket(num_edges(graph), 64), _bucket(len(chunk) + 1, 2)))
-    return shapes
+    return shapes, real_edges, time.perf_counter() - t0
 
 
 def batched_case(model, frames, batch_size: int) -> BatchedCase:
@@ -150,12 +155,13 @@ def batched_case(model, frames, batch_size: int) -> BatchedCase:
     t0 = time.perf_counter()
     model.predict(frames, batch_size=batch_size)
     first_pass_s = time.perf_counter() - t0
-    shapes = padded_shapes(model, frames, batch_size)
+    shapes, real_edges, host_s = padded_shapes(model, frames, batch_size)
 
     def call():
         model.predict(frames, batch_size=batch_size)
 
-    return BatchedCase(call, first_pass_s, lambda: model._predict._cache_size() - before, len(set(shapes)), len(shapes))
+    return BatchedCase(call, first_pass_s, lambda: model._predict._cache_size() - before, len(set(shapes)), len(shapes),
+                       real_edges, sum(e for _, e, _ in shapes), host_s)
 
 
 # ---------------------------------------------------------------------------------------------

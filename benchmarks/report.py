@@ -62,8 +62,10 @@ def table(results: dict) -> str:
         for name, r in bt["sets"].items():
             label = f"{r['structures']} x {r['atoms_per_structure']}-atom {r['what']}, batch {bt['batch_size']}"
             row(f"many small: {label} (structures/s)", r["mfjax_structures_per_s"], r.get("sevenn_structures_per_s"), r.get("ratio"), ".1f")
-            row(f"many small: {r['what']}: mfjax compile s / compilations (buckets)",
-                f"{r['mfjax_compile_s']:.1f} / {r['mfjax_compilations']} ({r['mfjax_buckets']})", "-", None)
+            row(f"many small: {r['what']}: mfjax compile s / compilations (buckets) / padded edges per real edge / "
+                f"host graph s per pass",
+                f"{r['mfjax_compile_s']:.1f} / {r['mfjax_compilations']} ({r['mfjax_buckets']}) / "
+                f"{r['padded_edges'] / max(r['real_edges'], 1):.2f} / {r['mfjax_host_graph_s']:.2f}", "-", None)
     tr = results.get("training")
     if tr:
         for preset, r in tr["presets"].items():

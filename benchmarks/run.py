@@ -180,7 +180,8 @@ def run_batched(prof: dict, sevenn_ok: bool, results: dict, torch_threads: str) 
         fns = {"mfjax": case.call}
         row = {"what": "ethanol molecules" if kind == "molecules" else "Si cells", "structures": n,
                "atoms_per_structure": len(frames[0]), "mfjax_first_pass_s": case.first_pass_s,
-               "mfjax_buckets": case.buckets, "batches": case.n_batches}
+               "mfjax_buckets": case.buckets, "batches": case.n_batches, "real_edges": case.real_edges,
+               "padded_edges": case.padded_edges, "mfjax_host_graph_s": case.host_graph_s}
         if sev_model is not None:
             sev_call = sevenn_side.batched_caller(sev_model, frames, batch)
             if "torch" not in out:

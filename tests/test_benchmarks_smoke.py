@@ -51,6 +51,7 @@ def test_smoke_batched_section_one_compilation_per_bucket(tmp_path, capsys):
     for kind in ("molecules",):
         row = data["batched"]["sets"][kind]
         assert row["batches"] == 2 and row["mfjax_buckets"] == 1  # two equal chunks: one padded shape
+        assert row["real_edges"] == 4 * 72 and row["padded_edges"] == 2 * 256  # ethanol: all 9 x 8 pairs within 5 Å
         assert row["mfjax_compilations"] == 1  # the timed passes reused the first pass's executable
         assert row["mfjax_structures_per_s"] > 0 and row.get("ratio") is None  # no sevenn: no ratio
         assert data["targets"][f"one_compilation_per_bucket_{kind}"]["met"] is True
