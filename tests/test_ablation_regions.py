@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 
 import ase.io
@@ -162,3 +163,19 @@ def test_paired_comparisons_resolve_a_shift_and_cope_without_forces(tmp_path):
     csv_path = tmp_path / "results.csv"
     report.write_csv(csv_path, [{**rows[0], "extra_stat": 3}])
     assert report.read_csv(csv_path)[0]["extra_stat"] == 3 and report.columns(rows)[-1] == "notes"
+
+
+@pytest.mark.slow
+def test_shipped_quick_covers_every_region_and_the_statistics_in_under_five_minutes(tmp_path):
+    experiment = Path(__file__).resolve().parents[1] / "experiments" / "ablation" / "config.yaml"
+    cfg, settings = load_ablation_config(experiment, quick=True)
+    if not all(Path(d.path).exists() for d in cfg.data.datasets):
+        pytest.skip("the shipped dataset is not there yet")
+    assert len(settings.hf_fractions) == 2 and settings.seeds == 2 and len(settings.regions) == 2
+    t0 = time.perf_counter()
+    assert main(["ablate", str(experiment), "--quick", "--output", str(tmp_path / "quick")]) == 0
+    assert time.perf_counter() - t0 < 300
+    summary = json.loads((tmp_path / "quick" / "summary.json").read_text())
+    assert {c["region"] for c in summary["paired"]} == {"test", *settings.regions}
+    assert {c["hf_fraction"] for c in summary["paired"]} == set(settings.hf_fractions)
+    assert len(list((tmp_path / "quick" / "errors").glob("*.npz"))) == 2 * 2 * len(settings.strategies)

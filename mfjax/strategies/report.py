@@ -168,8 +168,8 @@ def paired_markdown(paired: Sequence[Mapping], regions: Sequence[str]) -> str:
              "a − b of the test MAE on the same seeds and test structures (negative: a has the lower error); "
              "[95 % interval] from a hierarchical bootstrap over seeds and test structures "
              "(mfjax.strategies.stats). A verdict names a winner only where the interval excludes zero, else "
-             "\"tie\". \"best single-fidelity\" is the hf_only / transfer / delta run with the lowest mean error "
-             "there (chosen on the same test data)."]
+             "\"tie\". \"best single-fidelity\" is the hf_only / transfer / delta run with the lowest mean force MAE "
+             "there (energy MAE without forces; chosen on the same test data)."]
     for region in regions:
         mine = [c for c in paired if c["region"] == region]
         if not mine:
