@@ -114,7 +114,7 @@ def test_shipped_bundle_loads_and_predicts_as_before():
 def test_options_off_build_the_plain_parameters():
     plain = config()
     assert plain == config(fidelity_embedding=False, fidelity_scale=False, fidelity_scale_per_species=False)
-    module, variables = build(2, plain)
+    _, variables = build(2, plain)
     assert set(variables["params"]) == {"edge_embedding", "species_embedding", "block_0", "block_1", "readout"}
     assert list(variables["params"]["species_embedding"]["linear"]) == ["w[0,0] 4x0e,4x0e"]  # species only
 
@@ -259,9 +259,18 @@ def test_bad_recipe_settings_are_one_line_errors():
 
 
 # ---- the L2 penalty --------------------------------------------------------------------------------
-@pytest.mark.parametrize("mode", ["conditioning", "heads"])
-def test_fidelity_l2_gradient_touches_only_the_fidelity_weights(x64, mode):
-    spec = ModelSpec(config(mode, **ALL_ON), SPECIES, FIDS[:2], 4.0)
+def test_heads_mask_is_the_whole_readout_plus_embedding_rows():
+    spec = ModelSpec(config("heads", **ALL_ON), SPECIES, FIDS[:2], 4.0)
+    g = every_fidelity(2)
+    mask = spec.fidelity_weight_mask(jax.eval_shape(spec.module.init, jax.random.PRNGKey(0), g, edge_vectors(g))["params"])
+    assert all(np.all(m == 1) for m in jax.tree.leaves(mask["readout"]))
+    assert mask["species_embedding"]["linear"]["w[0,0] 6x0e,4x0e"].sum() == 2 * 4
+    rest = [m for k, v in mask.items() if k not in ("readout", "species_embedding") for m in jax.tree.leaves(v)]
+    assert not any(np.any(m) for m in rest)  # intro/outro linears carry no one-hot in heads mode
+
+
+def test_fidelity_l2_gradient_touches_only_the_fidelity_weights(x64):
+    spec = ModelSpec(config("conditioning", **ALL_ON), SPECIES, FIDS[:2], 4.0)
     labelled = [dataclasses.replace(make(), fidelity=f, energy=-3.0, forces=np.zeros((make().num_atoms, 3)))
                 for make in (molecule, triclinic) for f in FIDS[:2]]
     graph = graph_of(labelled, 2)
@@ -290,12 +299,11 @@ def test_fidelity_l2_gradient_touches_only_the_fidelity_weights(x64, mode):
     assert sum(float(m.sum()) for m in jax.tree.leaves(mask)) > 0
     embedding = mask["species_embedding"]["linear"]["w[0,0] 6x0e,4x0e"]
     assert np.all(embedding[:2] == 1) and not embedding[2:].any() and not np.any(mask["fidelity_scale"])
-    if mode == "heads":
-        assert all(np.all(m == 1) for m in jax.tree.leaves(mask["readout"]))
     penalty = float(fidelity_l2_penalty(params, mask))
     assert penalty > 0 and float(total_l2) == pytest.approx(float(total) + lam * penalty, rel=1e-12)
 
 
+@pytest.mark.slow  # ~40 s on a loaded 2-core box (two compilations)
 def test_training_step_with_everything_on_compiles_once(tmp_path):
     raw = write_synthetic_dataset(tmp_path)
     raw["model"].update(fidelity_embedding=True, fidelity_scale=True)

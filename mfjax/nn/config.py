@@ -34,7 +34,7 @@ class ModelConfig:
     fidelity_embedding: bool = option(
         False,
         "Also concatenate the fidelity one-hot to the species one-hot of the node embedding "
-        "(SevenNet's use_modal_node_embedding; any fidelity_mode). Off: the embedding sees species only.",
+        "(SevenNet's use_modal_node_embedding; any fidelity_mode; no effect with one fidelity). Off: species only.",
     )
     fidelity_scale: bool = option(
         False,
