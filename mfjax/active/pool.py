@@ -65,6 +65,16 @@ def _pool_step(module, last_block: str, variables, graph, with_features: bool):
     return members["energy"], members["forces"], features
 
 
+_STEPS: dict = {}  # spec.key -> the jitted pool step (a loop selects every round with one architecture)
+
+
+def _jitted_step(model: Model):
+    if model.spec.key not in _STEPS:
+        _STEPS[model.spec.key] = jax.jit(partial(_pool_step, model.spec.module, _last_block(model.config)),
+                                         static_argnums=2)
+    return _STEPS[model.spec.key]
+
+
 def predict_pool(model: Model, frames: Sequence, fidelities: Sequence[str], *, features_fidelity: str | None = None,
                  batch_size: int = 16) -> PoolPredictions:
     """Members' energies and forces of ``frames`` (``ase.Atoms``) at each of ``fidelities`` and their
@@ -79,7 +89,7 @@ def predict_pool(model: Model, frames: Sequence, fidelities: Sequence[str], *, f
     variables = model.variables if model.is_ensemble else stack_members([jax.device_get(model.variables)])
     variables = jax.device_put(variables)
     dtype = np.dtype(model.dtype)
-    step = jax.jit(partial(_pool_step, model.spec.module, _last_block(model.config)), static_argnums=2)
+    step = _jitted_step(model)
     energy = {f: [] for f in fidelities}
     forces: dict[str, list[np.ndarray]] = {f: [] for f in fidelities}
     features = []

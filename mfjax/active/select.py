@@ -83,7 +83,8 @@ def select(model: Model, frames: Sequence[ase.Atoms], n: int, rule: str, *, hf: 
     if rule == "delta" and lf is None:
         raise ConfigError("rule 'delta' needs a model with a low fidelity besides the high one")
     wanted = [hf] + ([lf] if rule == "delta" else [])
-    pred = predict_pool(model, list(frames) + list(reference), wanted, batch_size=batch_size)
+    reference = list(reference) if rule in ("fps", "kmeans++", "weighted_fps") else []  # only diversity uses it
+    pred = predict_pool(model, list(frames) + reference, wanted, batch_size=batch_size)
     m = len(frames)
     if rule == "disagreement":
         scores = disagreement(pred, hf)[:m]

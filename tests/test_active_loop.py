@@ -1,0 +1,67 @@
+"""The active-learning loop (issue 15): select -> reveal withheld HF labels -> retrain, one state file
+per round, the learning curve rewritten each round, resumable after a kill (finished rounds are not
+retrained and the continued loop ends as an uninterrupted one)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from helpers.synthetic import synthetic_atoms, to_structures
+
+from mfjax.active.loop import make_trainer, run_loop, withheld_labels
+from mfjax.config import TrainConfig
+from mfjax.data.batching import run_budget
+from mfjax.nn.presets import load_preset
+from mfjax.training.ensemble import EnsembleStepCache
+
+
+@pytest.fixture(scope="module")
+def setup():
+    lf = to_structures(synthetic_atoms(8, "lo", seed=0, periodic_every=0))
+    pool_atoms = synthetic_atoms(10, "hi", seed=1, periodic_every=0, sigma_scale=1.05)
+    pool = to_structures(pool_atoms)
+    test = to_structures(synthetic_atoms(4, "hi", seed=2, periodic_every=0, sigma_scale=1.05))
+    config = load_preset("small", cutoff=4.0, num_layers=1, hidden_irreps="8x0e+4x1e", lmax=1, radial_hidden=[8])
+    budget = run_budget(lf + pool + test, 4.0, 8, None, None)
+    trainer = make_trainer(config, (18, 29), ("lo", "hi"), lf, TrainConfig(lr=0.01, e0_alpha=1e-6), steps=3,
+                           ensemble=2, budget=budget, cache=EnsembleStepCache())
+    calls = []
+
+    def train(hf, seed):
+        calls.append(len(hf))
+        return trainer(hf, seed)
+
+    return pool_atoms, pool, test, train, calls
+
+
+def _run(setup, out, rounds=2):
+    pool_atoms, pool, test, train, _ = setup
+    return run_loop(out, pool=pool_atoms, label=withheld_labels(pool), initial=[0, 1], test=test, train=train,
+                    rule="disagreement", per_round=2, rounds=rounds, seed=0, hf="hi", lf="lo", log=lambda _: None)
+
+
+@pytest.mark.slow
+def test_loop_rounds_curve_and_resume(setup, tmp_path):
+    calls = setup[4]
+    records = _run(setup, tmp_path / "a")
+    assert [r["n_hf"] for r in records] == [2, 4, 6] and calls == [2, 4, 6]
+    picked = records[0]["selected"] + records[1]["selected"]
+    assert len(set(picked)) == 4 and not set(picked) & {0, 1} and records[2]["selected"] == []
+    assert records[1]["labelled"] == [0, 1] + records[0]["selected"]
+    rows = list(csv.DictReader(open(tmp_path / "a" / "learning_curve.csv")))
+    assert [int(r["n_hf"]) for r in rows] == [2, 4, 6] and all(float(r["forces_mae_ev_a"]) > 0 for r in rows)
+    # a loop killed after round 1 (round 2's file missing) continues: rounds 0-1 are not retrained
+    (tmp_path / "b").mkdir()
+    for r in (0, 1):
+        (tmp_path / "b" / f"round_{r:02d}.json").write_text((tmp_path / "a" / f"round_{r:02d}.json").read_text())
+    calls.clear()
+    resumed = _run(setup, tmp_path / "b")
+    assert calls == [6]
+    assert resumed[2]["labelled"] == records[2]["labelled"]
+    assert resumed[2]["forces_mae_ev_a"] == pytest.approx(records[2]["forces_mae_ev_a"], rel=1e-5)
+    assert json.loads((tmp_path / "b" / "round_02.json").read_text())["n_hf"] == 6
+    # a finished loop reruns nothing; more rounds extend it
+    calls.clear()
+    assert len(_run(setup, tmp_path / "b")) == 3 and calls == []
