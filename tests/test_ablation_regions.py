@@ -16,7 +16,7 @@ from helpers.synthetic import synthetic_config, synthetic_frames
 
 from mfjax.cli import main
 from mfjax.strategies import paired, report
-from mfjax.strategies.data import prepare_data
+from mfjax.strategies.data import prepare_data, species_covering_order
 from mfjax.strategies.errors import load_errors, save_errors
 from mfjax.strategies.settings import load_ablation_config
 from mfjax.utils.configtools import ConfigError
@@ -50,6 +50,21 @@ def test_regions_are_test_only_and_the_test_file_joins_the_covered_test(tmp_path
     assert all(s.info["region"] == "covered" for s in trained)
     assert any(s.info["region"] == "uncovered" for s in d.lf_train)  # the LF data covers the regions
     assert "composition_gap 6" in d.summary()
+
+
+def test_hf_subsets_cover_every_element_from_a_few_frames_on(tmp_path):
+    ids = [[6, 1], [6, 1, 8], [6, 1, 8], [6, 1, 7], [6, 1]]  # ethylene-, methanol-, methylamine-like
+    frames = [type("S", (), {"species": np.array(z)})() for z in ids]
+    order = species_covering_order(frames, [0, 4, 2, 1, 3])
+    assert order[:2] == [2, 3] and sorted(order) == [0, 1, 2, 3, 4] and order[2:] == [0, 4, 1]
+    cfg, settings = load_ablation_config(None, data=_config(tmp_path))
+    d = prepare_data(cfg, settings)
+    pool_elements = {int(z) for s in d.hf_pool for z in s.species}
+    for seed in range(4):
+        small = d.hf_subset(0.01, seed)  # n_hf = 1: whatever the permutation's best single frame holds
+        few = d.hf_subset(3 / len(d.hf_pool), seed)
+        assert {int(z) for s in few for z in s.species} == pool_elements
+        assert small[0] is few[0] and [id(s) for s in few] == [id(s) for s in d.hf_subset(1.0, seed)[:3]]
 
 
 def test_old_uncovered_keys_load_as_one_region_and_bad_regions_are_one_line(tmp_path):
