@@ -194,3 +194,15 @@ def test_shipped_quick_covers_every_region_and_the_statistics_in_under_five_minu
     assert {c["region"] for c in summary["paired"]} == {"test", *settings.regions}
     assert {c["hf_fraction"] for c in summary["paired"]} == set(settings.hf_fractions)
     assert len(list((tmp_path / "quick" / "errors").glob("*.npz"))) == 2 * 2 * len(settings.strategies)
+
+
+def test_shipped_configs_name_the_regions_and_the_ccsdt_one_selects_on_energies():
+    root = Path(__file__).resolve().parents[1] / "experiments" / "ablation"
+    cfg, settings = load_ablation_config(root / "config.yaml")
+    assert settings.hf_fractions == (0.01, 0.03, 0.1, 0.3, 1.0) and settings.seeds == 3
+    assert {k: r.value for k, r in settings.regions.items()} == {"uncovered_temperature": "uncovered",
+                                                                "composition_gap": "gap"}
+    assert [d.role for d in cfg.data.datasets if d.path.endswith("organics_r2scan_test.extxyz")] == ["test"]
+    cfg, settings = load_ablation_config(root / "config_ccsdt.yaml", quick=True)
+    assert (settings.low, settings.high, cfg.train.best_metric) == ("pbe", "ccsdt", "energy_rmse_mev_atom")
+    assert list(settings.regions) == ["uncovered_temperature"] and settings.seeds == 2
