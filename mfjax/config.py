@@ -107,6 +107,12 @@ class LossConfig:
         "frames) and printed, so the share holds whatever the HF:LF ratio. Excludes fidelity_weights.",
         factory=dict,
     )
+    fidelity_weighting: Literal["weights", "repeats"] = option(
+        "weights", "How per-fidelity weights (fidelity_share or fidelity_weights) enter training: weights = each "
+        "structure's loss is multiplied by its fidelity's weight w (a rare HF frame of weight 200 makes its batch "
+        "loud); repeats = a fidelity with w > 1 is repeated round(w) times per epoch with weight w / round(w) (the "
+        "same expected share, HF frames in more batches, lower gradient variance; epochs get longer)."
+    )
     fidelity_l2: float = option(
         0.0,
         "L2 penalty fidelity_l2 * sum w^2 on the fidelity-specific weights (the one-hot rows of the conditioned "

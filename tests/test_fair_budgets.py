@@ -120,3 +120,25 @@ def test_old_steps_section_is_one_line_naming_the_budget(tmp_path):
     raw["ablation"]["budget"] = {"total_steps": 5, "pretrain_steps": 5}
     with pytest.raises(ConfigError, match="pretrain_steps < total_steps"):
         load_ablation_config(None, data=raw)
+
+
+def test_repeats_realise_the_same_weights_with_repeated_structures():
+    """fidelity_weighting: repeats: a fidelity of weight w > 1 comes round(w) times with weight
+    w / round(w): the same total weight per fidelity, so the same expected share of the loss."""
+    frames = synthetic_frames(5, "low", 0) + synthetic_frames(2, "high", 1)
+    structures = [atoms_to_structure(a, source="syn", frame=k)[0] for k, a in enumerate(frames)]
+    fids = ("low", "high")
+    vector = np.array([0.8, 6.6], np.float32)
+    weighted = _weighted(structures, fids, vector)
+    repeated = _weighted(structures, fids, vector, repeats=True)
+    assert len(weighted) == 7 and len(repeated) == 5 + 2 * 7  # round(6.6) = 7 copies of each HF frame
+
+    def total(ss, fid):
+        return sum(s.weight[1] for s in ss if s.fidelity == fid)
+
+    for fid in fids:
+        assert total(repeated, fid) == pytest.approx(total(weighted, fid), rel=1e-6)
+    assert [s.weight[1] for s in repeated if s.fidelity == "high"] == pytest.approx([6.6 / 7] * 14, rel=1e-6)
+    cfg = load_config(data={"data": {"datasets": [{"path": "x"}]},
+                            "train": {"loss": {"fidelity_share": {"high": 0.4}, "fidelity_weighting": "repeats"}}})
+    assert cfg.train.loss.fidelity_weighting == "repeats"

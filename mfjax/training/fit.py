@@ -18,7 +18,8 @@ Early stopping (``patience``, default ``train.patience``): the fit stops after t
 validations in a row without a new best (``FitResult.stopped_early``; the best weights are kept, a
 resume does not train on). Per-fidelity weights (``fidelity_weights``, else derived from
 ``train.loss.fidelity_share`` or taken from ``train.loss.fidelity_weights``) scale the training
-structures' label weights, so runs with different weights share one compiled step.
+structures' label weights, so runs with different weights share one compiled step
+(``train.loss.fidelity_weighting: repeats``: weights > 1 become repeats of the structures).
 
 ``train.max_nonfinite_steps`` non-finite losses in a row (each such step is skipped by the step
 itself) raise :class:`NonFiniteLossError`, the one error of a diverging fit.
@@ -196,7 +197,7 @@ def fit(
         if train_cfg.loss.fidelity_share:
             log(how)
     wvec = fidelity_weight_vector(model.fidelities, dict(fidelity_weights))
-    train = _weighted(train, model.fidelities, wvec)
+    train = _weighted(train, model.fidelities, wvec, repeats=train_cfg.loss.fidelity_weighting == "repeats")
     if compute_stress is None:
         compute_stress = train_cfg.compute_stress
     if compute_stress is None:
@@ -338,11 +339,18 @@ def _since_best(run: dict) -> int:
     return sum(1 for h in run["history"] if h["step"] > (run["best_step"] or 0))
 
 
-def _weighted(structures: Sequence[Structure], fidelities: Sequence[str], weights: np.ndarray) -> list[Structure]:
-    """``structures`` with their label weights multiplied by their fidelity's weight ([n_fid])."""
+def _weighted(structures: Sequence[Structure], fidelities: Sequence[str], weights: np.ndarray,
+              repeats: bool = False) -> list[Structure]:
+    """``structures`` with their label weights multiplied by their fidelity's weight ([n_fid]);
+    with ``repeats`` a fidelity of weight w > 1 comes round(w) times with weight w / round(w)."""
     by_name = dict(zip(fidelities, weights.tolist()))
-    return [s if by_name.get(s.fidelity, 1.0) == 1.0 else
-            replace(s, weight=tuple(w * by_name[s.fidelity] for w in s.weight)) for s in structures]
+    out: list[Structure] = []
+    for s in structures:
+        w = by_name.get(s.fidelity, 1.0)
+        k = max(1, int(round(w))) if repeats and w > 1.0 else 1
+        scaled = s if w == k else replace(s, weight=tuple(x * w / k for x in s.weight))
+        out.extend([scaled] * k)
+    return out
 
 
 def _nonfinite(run: dict, out, gs: int, names: list[str], train_cfg, log, save: Callable[[], Any]) -> None:
