@@ -7,12 +7,16 @@ from __future__ import annotations
 import csv
 import json
 
+import ase
+import ase.io
+import numpy as np
 import pytest
 from helpers.synthetic import synthetic_atoms, to_structures
 
-from mfjax.active.loop import make_trainer, run_loop, withheld_labels
+from mfjax.active.loop import make_trainer, pyscf_labels, run_loop, withheld_labels
 from mfjax.config import TrainConfig
 from mfjax.data.batching import run_budget
+from mfjax.label.levels import parse_level
 from mfjax.nn.presets import load_preset
 from mfjax.training.ensemble import EnsembleStepCache
 
@@ -65,3 +69,20 @@ def test_loop_rounds_curve_and_resume(setup, tmp_path):
     # a finished loop reruns nothing; more rounds extend it
     calls.clear()
     assert len(_run(setup, tmp_path / "b")) == 3 and calls == []
+
+
+def test_pyscf_labeller_labels_the_chosen_frames_once(tmp_path):
+    pytest.importorskip("pyscf")
+
+    def water(shift):
+        return ase.Atoms("OH2", positions=[[0.0, 0.0, 0.119], [0.0, 0.763 + shift, -0.477], [0.0, -0.763, -0.477]])
+
+    pool = [water(0.0), water(0.05), water(-0.05)]
+    out = tmp_path / "hf.extxyz"
+    label = pyscf_labels(pool, [parse_level("pbe/sto-3g")], out, "hi")
+    got = label([2, 0])
+    assert [s.structure_id for s in got] == ["pool-2", "pool-0"] and all(s.fidelity == "hi" for s in got)
+    assert all(np.isfinite(s.energy) and s.forces.shape == (3, 3) for s in got)
+    assert got[0].energy != got[1].energy
+    again = label([0])  # already in the output file: read back, not recomputed
+    assert len(ase.io.read(out, ":")) == 2 and again[0].energy == got[1].energy

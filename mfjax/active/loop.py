@@ -30,6 +30,7 @@ from mfjax.data import statistics
 from mfjax.data.batching import BatchBudget
 from mfjax.data.io import read_structures
 from mfjax.data.structures import Structure
+from mfjax.errors import DataError
 from mfjax.label.runner import label_frames
 from mfjax.model import Model, ModelSpec
 from mfjax.training.ensemble import EnsembleStepCache, ensemble_from_pretrained, fit_ensemble, init_ensemble
@@ -57,9 +58,11 @@ def pyscf_labels(pool: Sequence[ase.Atoms], levels, out_path: str | Path, fideli
             atoms.info.setdefault("structure_id", f"pool-{int(i)}")
             frames.append(atoms)
         label_frames(frames, levels, out_path, fidelities=[fidelity], progress=False, **kwargs)
-        wanted = {a.info["structure_id"] for a in frames}
-        done = read_structures(str(out_path), fidelity=fidelity)
-        return [s for s in done if s.structure_id in wanted]
+        done = {s.structure_id: s for s in read_structures(str(out_path), fidelity=fidelity)}
+        missing = [a.info["structure_id"] for a in frames if a.info["structure_id"] not in done]
+        if missing:
+            raise DataError(f"{out_path}: no {fidelity} labels for {missing} after labelling")
+        return [done[a.info["structure_id"]] for a in frames]
 
     return label
 
