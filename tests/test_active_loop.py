@@ -5,20 +5,30 @@ retrained and the continued loop ends as an uninterrupted one)."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
+from pathlib import Path
 
 import ase
 import ase.io
 import numpy as np
 import pytest
+from ase.calculators.lj import LennardJones
+from ase.calculators.singlepoint import SinglePointCalculator
 from helpers.synthetic import synthetic_atoms, to_structures
 
 from mfjax.active.loop import make_trainer, pyscf_labels, run_loop, withheld_labels
 from mfjax.config import TrainConfig
 from mfjax.data.batching import run_budget
 from mfjax.label.levels import parse_level
+from mfjax.label.runner import label_frames
 from mfjax.nn.presets import load_preset
 from mfjax.training.ensemble import EnsembleStepCache
+
+_SPEC = importlib.util.spec_from_file_location(
+    "active_user_loop", Path(__file__).resolve().parent.parent / "experiments" / "active" / "loop.py")
+user_loop = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(user_loop)
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +96,36 @@ def test_pyscf_labeller_labels_the_chosen_frames_once(tmp_path):
     assert got[0].energy != got[1].energy
     again = label([0])  # already in the output file: read back, not recomputed
     assert len(ase.io.read(out, ":")) == 2 and again[0].energy == got[1].energy
+
+
+@pytest.mark.slow
+def test_user_pool_loop_with_pyscf(tmp_path):
+    pytest.importorskip("pyscf")
+    rng = np.random.default_rng(0)
+
+    def water():
+        atoms = ase.Atoms("OH2", positions=[[0.0, 0.0, 0.119], [0.0, 0.763, -0.477], [0.0, -0.763, -0.477]])
+        atoms.positions += rng.normal(0.0, 0.03, (3, 3))
+        return atoms
+
+    lf = []
+    for _ in range(4):
+        atoms = water()
+        atoms.calc = LennardJones(sigma=1.0, epsilon=0.05, rc=3.0)
+        atoms.calc = SinglePointCalculator(atoms, energy=atoms.get_potential_energy(), forces=atoms.get_forces())
+        lf.append(atoms)
+    ase.io.write(tmp_path / "lf.extxyz", lf)
+    ase.io.write(tmp_path / "pool.extxyz", [water() for _ in range(3)])
+    test_atoms = [water()]
+    test_atoms[0].info["structure_id"] = "test-0"
+    label_frames(test_atoms, [parse_level("pbe/sto-3g")], tmp_path / "test.extxyz", fidelities=["r2scan"],
+                 progress=False)
+    args = ["--lf", str(tmp_path / "lf.extxyz"), "--pool", str(tmp_path / "pool.extxyz"), "--test",
+            str(tmp_path / "test.extxyz"), "--level", "pbe/sto-3g", "--rule", "disagreement", "--initial", "1",
+            "--per-round", "1", "--rounds", "1", "--steps", "2", "--ensemble", "2", "--cutoff", "3.0",
+            "--out", str(tmp_path / "run")]
+    records = user_loop.main(args, num_layers=1, hidden_irreps="8x0e+4x1e", lmax=1, radial_hidden=[8])
+    assert [r["n_hf"] for r in records] == [1, 2]
+    labelled = ase.io.read(tmp_path / "run" / "hf_labels.extxyz", ":")
+    assert len(labelled) == 2 and {a.info["fidelity"] for a in labelled} == {"r2scan"}
+    assert user_loop.main(args, num_layers=1, hidden_irreps="8x0e+4x1e", lmax=1, radial_hidden=[8]) == records
