@@ -18,7 +18,12 @@ FILES = {  # name -> (fidelity, minimum frame count)
     "organics_ccsdt": ("ccsdt", 50),
     "si_pbe": ("pbe", 30),
     "si_r2scan": ("r2scan", 15),
+    "organics_extra_pbe": ("pbe", 600),
+    "organics_extra_r2scan": ("r2scan", 100),
+    "organics_r2scan_test": ("r2scan", 172),
 }
+HF_MOLECULES = {"methanol", "methylamine", "formic_acid", "formaldehyde", "ethylene"}
+GAP_MOLECULES = {"water", "ammonia", "acetaldehyde"}
 META = ("fidelity", "method", "basis", "code", "scf_converged", "wall_time_s", "structure_id")
 
 
@@ -60,7 +65,7 @@ def test_organics_labels_and_regions() -> None:
     for atoms in frames("organics_pbe") + frames("organics_r2scan"):
         forces = atoms.get_forces()
         assert forces.shape == (len(atoms), 3) and 0 < np.abs(forces).max() < 30.0
-        assert atoms.info["molecule"] in {"methanol", "methylamine", "formic_acid"}
+        assert atoms.info["molecule"] in HF_MOLECULES - {"formaldehyde", "ethylene"}
         covered = atoms.info["temperature_K"] <= 600
         assert atoms.info["region"] == ("covered" if covered else "uncovered")
     regions = [a.info["region"] for a in frames("organics_r2scan")]
@@ -84,6 +89,27 @@ def test_structure_ids_pair_fidelities() -> None:
     # the levels differ by a smooth, small shift: per-atom PBE/r2SCAN gap varies by < 1 eV/atom
     gaps = [(r2[s].get_potential_energy() - pbe[s].get_potential_energy()) / len(r2[s]) for s in r2]
     assert np.ptp(gaps) < 1.0
+
+
+def test_extension_gap_and_fixed_test_set() -> None:
+    """Eight molecules; the gap molecules have r2SCAN labels only in the test file; test geometries are
+    unseen at every fidelity; the extra r2SCAN training frames pair with extra PBE frames."""
+    pbe = {**by_id("organics_pbe"), **by_id("organics_extra_pbe")}
+    train_r2 = {**by_id("organics_r2scan"), **by_id("organics_extra_r2scan")}
+    test = by_id("organics_r2scan_test")
+    assert {a.info["molecule"] for a in pbe.values()} == HF_MOLECULES | GAP_MOLECULES
+    assert {a.info["molecule"] for a in train_r2.values()} == HF_MOLECULES
+    for sid, atoms in by_id("organics_extra_r2scan").items():
+        assert atoms.info["region"] == "covered"
+        np.testing.assert_allclose(atoms.positions, pbe[sid].positions, atol=1e-8)
+    for atoms in test.values():
+        assert atoms.info["split"] == "test" and atoms.info["temperature_K"] <= 600
+        gap = atoms.info["molecule"] in GAP_MOLECULES
+        assert atoms.info["region"] == ("gap" if gap else "covered")
+        assert 0 < np.abs(atoms.get_forces()).max() < 30.0
+    assert not set(test) & (set(pbe) | set(train_r2) | set(by_id("organics_ccsdt")))
+    regions = [a.info["region"] for a in test.values()]
+    assert regions.count("covered") >= 100 and regions.count("gap") >= 72
 
 
 def test_si_stress_and_masks() -> None:
@@ -120,10 +146,14 @@ def _recompute(name: str, sid: str) -> None:
 def test_label_reproduces_shipped_pbe_frame() -> None:
     sid = next(s for s, a in by_id("organics_pbe").items() if a.info["molecule"] == "methanol")
     _recompute("organics_pbe", sid)
+    water = next(s for s, a in by_id("organics_extra_pbe").items() if a.info["molecule"] == "water")
+    _recompute("organics_extra_pbe", water)
 
 
 @pytest.mark.slow
 def test_label_reproduces_shipped_r2scan_ccsdt_and_si_frames() -> None:
     _recompute("organics_r2scan", next(iter(by_id("organics_r2scan"))))
     _recompute("organics_ccsdt", next(iter(by_id("organics_ccsdt"))))
+    _recompute("organics_r2scan_test", next(s for s, a in by_id("organics_r2scan_test").items()
+                                            if a.info["region"] == "gap"))
     _recompute("si_pbe", next(s for s, a in by_id("si_pbe").items() if a.info["scf_converged"]))

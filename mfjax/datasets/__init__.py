@@ -1,17 +1,21 @@
 """The multi-fidelity datasets shipped with mfjax (made by experiments/datasets/make_dataset.py).
 
-==================== ========= =============================================================
-file                 fidelity  contents
-==================== ========= =============================================================
-organics_pbe         pbe       methanol, methylamine, formic acid; PBE/def2-SVP energy+forces
-organics_r2scan      r2scan    r2SCAN/def2-SVP energy+forces; ``region`` covered (300/600 K,
-                               training) and uncovered (1000/1500 K, test only)
-organics_ccsdt       ccsdt     CCSD(T)/cc-pVDZ (frozen core) energies, no forces
-si_pbe               pbe       2-atom diamond Si cells, PBE/gth-szv energy+forces+stress
-si_r2scan            r2scan    same cells (first 15), r2SCAN/gth-szv energy+stress, no forces
-sic_pbe              pbe       Si-C cells (experiments/materials/make_dataset.py; being labelled,
-                               resumable): PBE/gth-dzv energy+forces+stress, ke_cutoff 60 Ha
-==================== ========= =============================================================
+====================== ========= =============================================================
+file                   fidelity  contents
+====================== ========= =============================================================
+organics_pbe           pbe       methanol, methylamine, formic acid; PBE/def2-SVP energy+forces
+organics_r2scan        r2scan    r2SCAN/def2-SVP energy+forces; ``region`` covered (300/600 K,
+                                 training) and uncovered (1000/1500 K, test only)
+organics_extra_pbe     pbe       formaldehyde, ethylene, water, ammonia, acetaldehyde; PBE/def2-SVP
+organics_extra_r2scan  r2scan    formaldehyde and ethylene, r2SCAN/def2-SVP (covered region)
+organics_r2scan_test   r2scan    fixed r2SCAN test set (role: test): unseen geometries of the five HF
+                                 molecules (region covered) and of the three PBE-only ones (gap)
+organics_ccsdt         ccsdt     CCSD(T)/cc-pVDZ (frozen core) energies, no forces
+si_pbe                 pbe       2-atom diamond Si cells, PBE/gth-szv energy+forces+stress
+si_r2scan              r2scan    same cells (first 15), r2SCAN/gth-szv energy+stress, no forces
+sic_pbe                pbe       Si-C cells (experiments/materials/make_dataset.py; being labelled,
+                                 resumable): PBE/gth-dzv energy+forces+stress, ke_cutoff 60 Ha
+====================== ========= =============================================================
 
 Frames share ``info['structure_id']`` across fidelities when the geometry is the same. Units: eV, Å,
 eV/Å^3 (ASE stress sign). Use ``info['scf_converged']`` to drop frames whose SCF failed.
