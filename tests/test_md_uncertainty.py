@@ -45,9 +45,10 @@ def test_frames_are_flagged_above_the_threshold(ensemble, tmp_path):
     assert quiet.uncertain_steps == () and not any(f.info["uncertain"] for f in quiet.frames)
 
 
-def test_stop_on_uncertainty(ensemble, tmp_path):
+@pytest.mark.parametrize("engine", ["ase", pytest.param("jaxmd", marks=pytest.mark.slow)])
+def test_stop_on_uncertainty(ensemble, tmp_path, engine):
     result = run_md(ensemble, ase.build.molecule("CH4"),
-                    _cfg(tmp_path, uncertainty_threshold=1e-9, stop_on_uncertainty=True))
+                    _cfg(tmp_path, uncertainty_threshold=1e-9, stop_on_uncertainty=True, engine=engine))
     assert not result.stable and result.steps_done == 0
     assert "uncertainty" in result.failure and "stop_on_uncertainty" in result.failure
 
