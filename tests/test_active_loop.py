@@ -64,7 +64,7 @@ def test_loop_rounds_curve_and_resume(setup, tmp_path):
     picked = records[0]["selected"] + records[1]["selected"]
     assert len(set(picked)) == 4 and not set(picked) & {0, 1} and records[2]["selected"] == []
     assert records[1]["labelled"] == [0, 1] + records[0]["selected"]
-    rows = list(csv.DictReader(open(tmp_path / "a" / "learning_curve.csv")))
+    rows = list(csv.DictReader((tmp_path / "a" / "learning_curve.csv").read_text().splitlines()))
     assert [int(r["n_hf"]) for r in rows] == [2, 4, 6] and all(float(r["forces_mae_ev_a"]) > 0 for r in rows)
     # a loop killed after round 1 (round 2's file missing) continues: rounds 0-1 are not retrained
     (tmp_path / "b").mkdir()

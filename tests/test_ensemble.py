@@ -10,8 +10,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
-from helpers.models import random_potential_model
 import yaml
+from helpers.models import random_potential_model
 from helpers.synthetic import synthetic_atoms, to_structures, write_synthetic_dataset
 
 from mfjax.cli import main
@@ -21,7 +21,12 @@ from mfjax.data.batching import run_budget
 from mfjax.errors import ConfigError
 from mfjax.model import Model, ModelSpec, load_model
 from mfjax.nn.presets import load_preset
-from mfjax.training.ensemble import EnsembleStepCache, ensemble_from_pretrained, fit_ensemble, init_ensemble
+from mfjax.training.ensemble import (
+    EnsembleStepCache,
+    ensemble_from_pretrained,
+    fit_ensemble,
+    init_ensemble,
+)
 from mfjax.training.setup import example_graph
 
 FAST = {"num_layers": 1, "hidden_irreps": "8x0e+4x1e", "lmax": 1, "radial_hidden": [8]}

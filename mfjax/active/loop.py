@@ -18,9 +18,9 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 import ase
 import numpy as np
@@ -33,11 +33,16 @@ from mfjax.data.structures import Structure
 from mfjax.errors import DataError
 from mfjax.label.runner import label_frames
 from mfjax.model import Model, ModelSpec
-from mfjax.training.ensemble import EnsembleStepCache, ensemble_from_pretrained, fit_ensemble, init_ensemble
+from mfjax.training.ensemble import (
+    EnsembleStepCache,
+    ensemble_from_pretrained,
+    fit_ensemble,
+    init_ensemble,
+)
 from mfjax.training.evaluation import predict_structures
 from mfjax.training.setup import example_graph
 
-__all__ = ["run_loop", "make_trainer", "withheld_labels", "pyscf_labels", "force_errors"]
+__all__ = ["force_errors", "make_trainer", "pyscf_labels", "run_loop", "withheld_labels"]
 
 
 def withheld_labels(labelled_pool: Sequence[Structure]) -> Callable[[Sequence[int]], list[Structure]]:

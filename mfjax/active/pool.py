@@ -9,16 +9,23 @@ For an ensemble they come from member 0; a single potential counts as an ensembl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from mfjax.data.batching import pad_graph, structures_to_graph
-from mfjax.data.graph import cast_floats, edge_vectors, node_graph_index, node_mask, num_graphs, with_fidelity
+from mfjax.data.graph import (
+    cast_floats,
+    edge_vectors,
+    node_graph_index,
+    node_mask,
+    num_graphs,
+    with_fidelity,
+)
 from mfjax.data.structures import structure_from_atoms
 from mfjax.errors import ConfigError
 from mfjax.model import Model

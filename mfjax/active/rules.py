@@ -21,8 +21,17 @@ import numpy as np
 
 from mfjax.active.pool import PoolPredictions
 
-__all__ = ["RULES", "ENSEMBLE_RULES", "disagreement", "delta_score", "standardise", "top_n", "farthest_point",
-           "kmeans_pp", "random_choice"]
+__all__ = [
+    "ENSEMBLE_RULES",
+    "RULES",
+    "delta_score",
+    "disagreement",
+    "farthest_point",
+    "kmeans_pp",
+    "random_choice",
+    "standardise",
+    "top_n",
+]
 
 #: rule name -> one-line description (``mfjax select --rule``).
 RULES = {

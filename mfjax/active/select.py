@@ -10,21 +10,30 @@ far from them, not only from each other.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import ase
 import ase.io
 import numpy as np
 
-from mfjax.active.rules import (ENSEMBLE_RULES, RULES, delta_score, disagreement, farthest_point, kmeans_pp,
-                                 random_choice, standardise, top_n)
 from mfjax.active.pool import predict_pool
+from mfjax.active.rules import (
+    ENSEMBLE_RULES,
+    RULES,
+    delta_score,
+    disagreement,
+    farthest_point,
+    kmeans_pp,
+    random_choice,
+    standardise,
+    top_n,
+)
 from mfjax.errors import ConfigError
 from mfjax.model import Model
 
-__all__ = ["Selection", "select", "write_selection", "default_fidelities"]
+__all__ = ["Selection", "default_fidelities", "select", "write_selection"]
 
 
 @dataclass

@@ -12,7 +12,8 @@ ensemble mean. The spread is computed here, from the K members' conservative pre
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -20,8 +21,14 @@ import numpy as np
 
 from mfjax.physics import predict as physics_predict
 
-__all__ = ["ensemble_apply", "member_predictions", "mean_and_spread", "ensemble_predict", "stack_members",
-           "member_variables"]
+__all__ = [
+    "ensemble_apply",
+    "ensemble_predict",
+    "mean_and_spread",
+    "member_predictions",
+    "member_variables",
+    "stack_members",
+]
 
 
 def ensemble_apply(member_apply: Callable) -> Callable:

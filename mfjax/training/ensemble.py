@@ -17,17 +17,16 @@ and re-draws the param groups in ``reinit`` (default: the readout heads) per mem
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.sharding import Mesh
 
 from mfjax.errors import ConfigError
 from mfjax.model import Model, ModelSpec
-from mfjax.model.uncertainty import stack_members
 from mfjax.training.compiled import StepCache
 from mfjax.training.fit import fit
 from mfjax.training.optim import make_optimizer
