@@ -42,15 +42,39 @@ def test_e0_recovered_per_fidelity():
     np.testing.assert_allclose(fit_e0(structures, species, ("pbe", "r2scan")), e0, atol=0.5)
 
 
-def test_e0_element_absent_from_a_fidelity_is_zero_with_warning():
+def test_e0_element_absent_from_a_fidelity_takes_the_anchor_with_warning():
     structures = [
         _structure([1, 8, 8], "pbe", energy=-13.0, seed=0),
         _structure([1, 1, 8], "pbe", energy=-11.0, seed=1),
         _structure([1, 1], "hf", energy=-2.0, seed=2),
     ]
-    with pytest.warns(DataWarning, match="element\\(s\\) O absent from fidelity 'hf'"):
+    with pytest.warns(DataWarning, match="element\\(s\\) O absent from fidelity 'hf': their E0 is that of 'pbe'"):
         e0 = fit_e0(structures, (1, 8), ("pbe", "hf"))
-    assert e0.shape == (2, 2) and e0[1, 1] == 0.0 and e0[1, 0] == pytest.approx(-1.0, abs=0.05)
+    assert e0.shape == (2, 2) and e0[1, 1] == e0[0, 1] and e0[1, 0] == pytest.approx(-1.0, abs=0.05)
+    with pytest.warns(DataWarning, match="element\\(s\\) H absent from fidelity 'pbe': their E0 is 0"):
+        fit_e0([_structure([8], "pbe", energy=-4.0)] * 3 + [_structure([1], "hf", energy=-1.0)], (1, 8), ("pbe", "hf"))
+
+
+def test_e0_few_high_fidelity_frames_shrink_towards_the_low_fidelity():
+    """Two HF molecules for four elements (underdetermined): E0_hf = E0_lf + the least-norm correction,
+    so HF energies of *other* molecules are off by the level shift, not by hundreds of eV."""
+    species = (1, 6, 7, 8)
+    lf = np.array([-13.6, -1030.0, -1480.0, -2040.0])
+    shift = np.array([-0.05, -0.4, -0.5, -0.6])  # HF - LF per element
+    rng = np.random.default_rng(1)
+    structures, tests = [], []
+    for k in range(40):
+        counts = rng.integers(1, 4, size=4)
+        symbols = np.repeat(species, counts)
+        structures.append(_structure(symbols, "pbe", energy=float(counts @ lf), seed=k))
+        if k < 2:
+            structures.append(_structure(symbols, "r2scan", energy=float(counts @ (lf + shift)), seed=k))
+        else:
+            tests.append(counts)
+    e0 = fit_e0(structures, species, ("pbe", "r2scan"), alpha=1e-6)
+    np.testing.assert_allclose(e0[0], lf, atol=1e-3)
+    errors = [abs(c @ (e0[1] - lf - shift)) / c.sum() for c in tests]
+    assert max(errors) < 0.3  # eV/atom; the old zero prior gave hundreds
 
 
 def test_element_counts():

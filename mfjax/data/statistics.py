@@ -1,7 +1,8 @@
 """Dataset statistics the model needs as constants (SPEC §3).
 
 * ``fit_e0``: per-fidelity, per-element energy shifts E0[f, Z] by ridge regression (no intercept)
-  of total energies on element counts, one fit per fidelity.
+  of total energies on element counts, one fit per fidelity; fidelities with fewer labels are shrunk
+  towards the best-labelled one (not towards zero).
 * ``force_rms``: the energy scale, RMS of force components pooled over all fidelities.
 * ``avg_num_neighbors``: mean number of neighbours (edges per atom) within the cutoff.
 """
@@ -33,29 +34,43 @@ def element_counts(structures: Sequence[Structure], species: Sequence[int]) -> n
 def fit_e0(
     structures: Sequence[Structure], species: Sequence[int], fidelities: Sequence[str], alpha: float = 0.1
 ) -> np.ndarray:
-    """E0 [n_fidelities, n_species] in eV/atom: per fidelity, argmin |y - X w|^2 + alpha |w|^2.
+    """E0 [n_fidelities, n_species] in eV/atom by ridge regression of total energies on element counts.
 
-    X: element counts of that fidelity's structures with an energy label, y: their total energies.
-    An element absent from a fidelity's data gets E0 = 0 (with a ``DataWarning``), as does every
-    element of a fidelity without energies.
+    The *anchor* fidelity (the one with the most energy labels; the first on a tie) is fitted as
+    argmin |y - X w|^2 + alpha |w|^2. Every other fidelity is shrunk towards the anchor instead of
+    towards zero: argmin |y - X w|^2 + alpha |w - w_anchor|^2. Total energies of two levels of theory
+    differ by eV per molecule while E0 is hundreds of eV/atom, so with few high-fidelity frames
+    (fewer than elements: an underdetermined fit) the high-fidelity E0 becomes the anchor's plus the
+    smallest per-element correction that fits them, not an arbitrary solution; an element absent
+    from a fidelity's data takes the anchor's E0 (with a ``DataWarning``). X: element counts of the
+    fidelity's structures with an energy label, y: their total energies. A fidelity without energies,
+    or an element absent from the anchor too, gets E0 = 0 (with a warning).
     """
     from ase.data import chemical_symbols
 
     e0 = np.zeros((len(fidelities), len(species)))
-    for f, name in enumerate(fidelities):
-        frames = [s for s in structures if s.fidelity == name and s.energy is not None]
+    labelled = [[s for s in structures if s.fidelity == name and s.energy is not None] for name in fidelities]
+    order = sorted(range(len(fidelities)), key=lambda f: (-len(labelled[f]), f))
+    anchor = order[0]
+    for f in order:
+        frames, name = labelled[f], fidelities[f]
+        prior = np.zeros(len(species)) if f == anchor else e0[anchor]
         if not frames:
-            warn_frames(f"fidelity {name!r} has no energy labels in these structures: its E0 is 0 for every element", None)
+            warn_frames(f"fidelity {name!r} has no energy labels in these structures: its E0 is "
+                        + ("0 for every element" if f == anchor else f"that of {fidelities[anchor]!r}"), None)
+            e0[f] = prior
             continue
         x = element_counts(frames, species)
         y = np.array([s.energy for s in frames], dtype=np.float64)
         present = x.sum(axis=0) > 0
         missing = [chemical_symbols[int(z)] for z, p in zip(species, present) if not p]
         if missing:
-            warn_frames(f"element(s) {', '.join(missing)} absent from fidelity {name!r}: their E0 is 0", None)
+            fallback = "0" if f == anchor else f"that of {fidelities[anchor]!r}"
+            warn_frames(f"element(s) {', '.join(missing)} absent from fidelity {name!r}: their E0 is {fallback}", None)
         xp = x[:, present]
-        w = np.linalg.solve(xp.T @ xp + alpha * np.eye(xp.shape[1]), xp.T @ y)
-        e0[f, present] = w
+        residual = y - xp @ prior[present]
+        e0[f] = prior
+        e0[f, present] = prior[present] + np.linalg.solve(xp.T @ xp + alpha * np.eye(xp.shape[1]), xp.T @ residual)
     return e0
 
 
