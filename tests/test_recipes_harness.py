@@ -27,7 +27,7 @@ def _config(tmp_path, **recipes) -> Path:
     base = write_synthetic_dataset(tmp_path / "data")
     base.pop("output")
     base["train"]["loss"].pop("fidelity_weights")
-    settings = {"low": "lo", "high": "hi", "hf_fraction": 0.5, "hf_share": 0.4, "seeds": [0], "steps": 3,
+    settings = {"low": "lo", "high": "hi", "hf_fraction": 0.5, "seeds": [0], "steps": 3,
                 "eval_every_steps": 3, "region_key": "region", "covered": "covered",
                 "variants": {"plain": [], "scale": ["model.fidelity_scale=true"]}}
     settings.update(recipes)
@@ -38,8 +38,8 @@ def _config(tmp_path, **recipes) -> Path:
 
 def test_bad_settings_are_one_line_errors(tmp_path, capsys):
     harness = _harness()
-    assert harness.main([str(_config(tmp_path, hf_share=1.5)), "--output", str(tmp_path / "out")]) == 2
-    assert "hf_share" in capsys.readouterr().err
+    assert harness.main([str(_config(tmp_path, hf_fraction=1.5)), "--output", str(tmp_path / "out")]) == 2
+    assert "hf_fraction" in capsys.readouterr().err
     assert harness.main([str(_config(tmp_path)), "--variants", "nope", "--output", str(tmp_path / "out")]) == 2
     assert "--variants: unknown ['nope']" in capsys.readouterr().err
 

@@ -48,7 +48,7 @@ try:  # the paired-interval module of issue 17 item 2; the npz files carry every
 except ImportError:
     stats = None
 
-RECIPE_KEYS = {"low", "high", "hf_fraction", "hf_share", "seeds", "steps", "eval_every_steps", "region_key",
+RECIPE_KEYS = {"low", "high", "hf_fraction", "seeds", "steps", "eval_every_steps", "region_key",
                "covered", "variants", "quick"}
 CSV_FIELDS = ["variant", "seed", "hf_fraction", "n_hf_train", "n_lf_train", "region", "n_test",
               "energy_mae_mev_atom", "forces_mae_mev_a", "n_params", "steps", "best_step", "seconds",
@@ -76,8 +76,8 @@ def read_recipes(path: Path, args) -> tuple[dict, dict]:
         if missing:
             raise ConfigError(f"--variants: unknown {missing}; available: {list(recipes['variants'])}")
         recipes["variants"] = {name: recipes["variants"][name] for name in chosen}
-    if not 0.0 < float(recipes["hf_fraction"]) <= 1.0 or not 0.0 < float(recipes["hf_share"]) < 1.0:
-        raise ConfigError(f"{path}: recipes.hf_fraction must be in (0, 1] and hf_share in (0, 1)")
+    if not 0.0 < float(recipes["hf_fraction"]) <= 1.0:
+        raise ConfigError(f"{path}: recipes.hf_fraction must be in (0, 1], got {recipes['hf_fraction']}")
     return raw["base"], recipes
 
 
@@ -111,12 +111,6 @@ def hf_subset(pool: list, fraction: float, seed: int) -> list:
     return [pool[k] for k in order[: max(1, round(fraction * len(pool)))]]
 
 
-def share_weights(n_low: int, n_high: int, share: float, low: str, high: str) -> dict[str, float]:
-    """Per-fidelity structure weights giving ``high`` the ``share`` of the weighted frames (mean weight 1)."""
-    total = n_low + n_high
-    return {high: share * total / n_high, low: (1.0 - share) * total / n_low}
-
-
 def per_structure_errors(model, structures, budget, cache) -> dict[str, np.ndarray]:
     """Per structure: force MAE (meV/Å) and its component count, |ΔE| per atom (meV/atom), id."""
     preds = predict_structures(model, structures, budget=budget, cache=cache)
@@ -134,13 +128,12 @@ def run_variant(name, overrides, seed, config_path, base, recipes, loaded, parts
     """Train one (variant, seed) and evaluate it on every region; writes its npz; returns csv rows."""
     cfg = load_config(config_path, overrides=list(overrides), data=base)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=int(seed)))
-    high, low = recipes["high"], recipes["low"]
+    high = recipes["high"]
     hf_train = hf_subset(parts["hf_pool"], float(recipes["hf_fraction"]), int(seed))
     train = parts["lf_train"] + hf_train
     model, _ = initial_model(cfg, dataclasses.replace(loaded, train=train))
-    weights = share_weights(len(parts["lf_train"]), len(hf_train), float(recipes["hf_share"]), low, high)
     result = fit(model, train, parts["hf_valid"], cfg.train, budget=budget, steps=int(recipes["steps"]), seed=int(seed),
-                 select=high, fidelity_weights=weights, eval_every_steps=int(recipes["eval_every_steps"]), cache=cache,
+                 select=high, eval_every_steps=int(recipes["eval_every_steps"]), cache=cache,
                  log=log)
     rows, arrays = [], {}
     for region_name, structures in parts["regions"].items():
