@@ -135,16 +135,15 @@ class BatchedCase:
 def padded_shapes(model, frames, batch_size: int) -> tuple[list[tuple[int, int, int]], int, float]:
     """(nodes, edges, graphs) of each padded batch ``Model.predict`` builds for ``frames``, the real
     edges in all batches, and the host seconds to build their graphs (neighbour lists included)."""
-    from mfjax.data.batching import structures_to_graph
+    from mfjax.data.batching import bucket_shape, structures_to_graph
     from mfjax.data.structures import structure_from_atoms
-    from mfjax.model.model import _bucket
 
     shapes, real_edges, t0 = [], 0, time.perf_counter()
     for k in range(0, len(frames), batch_size):
         chunk = [structure_from_atoms(a, FIDELITY) for a in frames[k : k + batch_size]]
         graph = structures_to_graph(chunk, model.cutoff, {FIDELITY: 0})
         real_edges += num_edges(graph)
-        shapes.append((_bucket(num_nodes(graph) + 1, 8), _bucket(num_edges(graph), 64), _bucket(len(chunk) + 1, 2)))
+        shapes.append(bucket_shape(graph))
     return shapes, real_edges, time.perf_counter() - t0
 
 

@@ -37,6 +37,8 @@ from mfjax.config import load_config
 from mfjax.data.dataset import load_data
 from mfjax.errors import MfjaxError
 from mfjax.nn.model import count_parameters
+from mfjax.strategies.data import species_covering_order
+from mfjax.strategies.errors import structure_errors
 from mfjax.training.compiled import StepCache
 from mfjax.training.evaluation import evaluate, predict_structures
 from mfjax.training.fit import fit
@@ -106,22 +108,18 @@ def split_data(loaded, recipes: dict) -> dict:
 
 
 def hf_subset(pool: list, fraction: float, seed: int) -> list:
-    """The first round(fraction x pool) frames (at least 1) of a seeded permutation (as mfjax ablate)."""
-    order = np.random.default_rng([seed, 7919]).permutation(len(pool))
+    """The HF training subset ``mfjax ablate`` draws: the first round(fraction x pool) frames (at least
+    1) of the seeded permutation, reordered so that its first frames cover every element."""
+    order = species_covering_order(pool, np.random.default_rng([seed, 7919]).permutation(len(pool)))
     return [pool[k] for k in order[: max(1, round(fraction * len(pool)))]]
 
 
 def per_structure_errors(model, structures, budget, cache) -> dict[str, np.ndarray]:
-    """Per structure: force MAE (meV/Å) and its component count, |ΔE| per atom (meV/atom), id."""
-    preds = predict_structures(model, structures, budget=budget, cache=cache)
-    f_mae, f_w, e_mae = [], [], []
-    for s, p in zip(structures, preds):
-        e_mae.append(1000.0 * abs(p["energy"] - s.energy) / s.num_atoms if s.energy is not None else np.nan)
-        has_forces = s.forces is not None
-        f_mae.append(1000.0 * np.abs(p["forces"] - s.forces).mean() if has_forces else np.nan)
-        f_w.append(s.forces.size if has_forces else 0)
-    return {"forces_mae": np.array(f_mae), "forces_weight": np.array(f_w), "energy_mae": np.array(e_mae),
-            "structure_id": np.array([str(s.structure_id or f"{s.source}:{s.index}") for s in structures])}
+    """Per structure (``mfjax.strategies.errors.structure_errors``): force MAE (meV/Å) and its
+    component count, |ΔE| per atom (meV/atom), id."""
+    errors = structure_errors(structures, predict_structures(model, structures, budget=budget, cache=cache))
+    return {"forces_mae": 1000.0 * errors["forces_mae_ev_a"], "forces_weight": errors["forces_count"],
+            "energy_mae": np.abs(errors["energy_error_mev_atom"]), "structure_id": errors["structure_id"]}
 
 
 def run_variant(name, overrides, seed, config_path, base, recipes, loaded, parts, budget, cache, log) -> list[dict]:

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mfjax.data.batching import pad_graph, structures_to_graph
+from mfjax.data.batching import pad_to_bucket, structures_to_graph
 from mfjax.data.graph import (
     cast_floats,
     edge_vectors,
@@ -45,10 +45,6 @@ class PoolPredictions:
     features: np.ndarray
     n_atoms: np.ndarray
     features_fidelity: str
-
-
-def _bucket(n: int, minimum: int) -> int:
-    return max(minimum, 1 << max(int(n) - 1, 0).bit_length())
 
 
 def _last_block(config) -> str:
@@ -104,8 +100,7 @@ def predict_pool(model: Model, frames: Sequence, fidelities: Sequence[str], *, f
     for start in range(0, len(frames), batch_size):
         chunk = [structure_from_atoms(a, feat_fid) for a in frames[start : start + batch_size]]
         graph = structures_to_graph(chunk, model.cutoff, {feat_fid: 0})
-        graph = pad_graph(graph, _bucket(len(graph.nodes.species) + 1, 8), _bucket(len(graph.senders), 64),
-                          _bucket(len(chunk) + 1, 2))
+        graph = pad_to_bucket(graph)
         graph = cast_floats(graph, dtype)
         offsets = np.concatenate([[0], np.cumsum([s.num_atoms for s in chunk])])
         for name in fidelities:

@@ -77,6 +77,24 @@ def structures_to_graph(
     )
 
 
+def _power_of_two(n: int, minimum: int) -> int:
+    """Next power of two >= n (>= minimum)."""
+    return max(minimum, 1 << max(int(n) - 1, 0).bit_length())
+
+
+def bucket_shape(graph: Graph) -> tuple[int, int, int]:
+    """(nodes, edges, graphs) of the power-of-two bucket ``graph`` is padded to by
+    :func:`pad_to_bucket` (one spare node and graph; at least 8 nodes, 64 edges, 2 graphs): few
+    distinct padded shapes, so few compilations for batches of varying size."""
+    return (_power_of_two(num_nodes(graph) + 1, 8), _power_of_two(num_edges(graph), 64),
+            _power_of_two(num_graphs(graph) + 1, 2))
+
+
+def pad_to_bucket(graph: Graph) -> Graph:
+    """``graph`` padded to its :func:`bucket_shape` (inference on ad-hoc batches of structures)."""
+    return pad_graph(graph, *bucket_shape(graph))
+
+
 def pad_graph(graph: Graph, n_node: int, n_edge: int, n_graph: int) -> Graph:
     """Pad ``graph`` to exactly (n_node, n_edge, n_graph) with padding graphs at the end.
 

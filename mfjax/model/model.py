@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mfjax.data.batching import pad_graph, structures_to_graph
+from mfjax.data.batching import pad_to_bucket, structures_to_graph
 from mfjax.data.graph import cast_floats, with_fidelity
 from mfjax.data.neighbors import neighbor_list
 from mfjax.data.single import Capacity, single_graph
@@ -45,11 +45,6 @@ class BaseTerm:
 
     spec: ModelSpec
     fidelity: str
-
-
-def _bucket(n: int, minimum: int) -> int:
-    """Next power of two >= n (>= minimum): few distinct padded shapes -> few compilations."""
-    return max(minimum, 1 << max(int(n) - 1, 0).bit_length())
 
 
 @dataclass(frozen=True, eq=False)
@@ -249,9 +244,8 @@ class Model:
     def _predict_batch(self, frames, index: int) -> list[dict]:
         chunk = [structure_from_atoms(a, self.fidelities[index]) for a in frames]
         graph = structures_to_graph(chunk, self.cutoff, {self.fidelities[index]: index})
-        padded = pad_graph(graph, _bucket(len(graph.nodes.species) + 1, 8), _bucket(len(graph.senders), 64),
-                           _bucket(len(chunk) + 1, 2))
-        pred = jax.device_get(self._predict(self._device_variables, cast_floats(padded, np.dtype(self.dtype))))
+        padded = cast_floats(pad_to_bucket(graph), np.dtype(self.dtype))
+        pred = jax.device_get(self._predict(self._device_variables, padded))
         out, start = [], 0
         for g, s in enumerate(chunk):
             n = s.num_atoms
