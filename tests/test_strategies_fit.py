@@ -176,6 +176,8 @@ def test_joint_run_derives_share_weights_and_records_the_budget(setup, tmp_path,
     assert row["hf_seen"] == outcome.stages[0].structures_seen["high"] > 0
     assert transfer_row["hf_seen"] > 0 and row["stopped_early"] == 0 and row["best_step"] is not None
     assert row["compile_seconds"] > 0  # the first run of its kind compiles
+    # the selection value (HF validation, never test) is recorded next to the best step
+    assert row["best_valid"] == pytest.approx(outcome.stages[-1].best_value, abs=1e-6)
     # mfjax train's path: fit derives the weights itself from train.loss.fidelity_share (and prints them)
     printed = []
     direct = original(outcome.model, train, ctx.data.hf_valid, ctx.cfg.train, budget=ctx.data.budget, steps=2,

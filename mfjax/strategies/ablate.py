@@ -80,7 +80,9 @@ def run_strategy(ctx: Context, name: str, fraction: float, seed: int) -> tuple[O
            # equal budgets (settings.Budget): every strategy has budget_steps in all; ``steps`` counts the
            # shared LF pre-training too; hf_seen = HF structures in the batches of every step
            "budget_steps": ctx.settings.budget.total_steps, "hf_seen": outcome.seen(ctx.data.high),
-           "best_step": outcome.best_step, "stopped_early": int(outcome.stopped_early),
+           "best_step": outcome.best_step,
+           "best_valid": None if outcome.best_valid is None else round(float(outcome.best_valid), 6),
+           "stopped_early": int(outcome.stopped_early),
            "compile_seconds": round(outcome.compile_seconds, 1)}
     row.update(evaluate_outcome(ctx, outcome))
     notes = {k: v for k, v in outcome.notes.items() if k != "n_lf_train"}

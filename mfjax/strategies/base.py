@@ -83,6 +83,12 @@ class Outcome:
         return self.stages[-1].best_step if self.stages else None
 
     @property
+    def best_valid(self) -> float | None:
+        """The last stage's selection value (``train.best_metric`` on its validation frames) at ``best_step``:
+        what a strategy or recipe is chosen on, never the test split."""
+        return self.stages[-1].best_value if self.stages else None
+
+    @property
     def stopped_early(self) -> bool:
         """Whether the last stage stopped on ``train.patience`` before its budget."""
         return bool(self.stages and self.stages[-1].stopped_early)

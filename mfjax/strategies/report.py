@@ -23,7 +23,7 @@ SETS = ("hf_test", "hf_uncovered", "lf_test")
 METRICS = ("energy_mae_mev_atom", "energy_rmse_mev_atom", "forces_mae_ev_a", "forces_rmse_ev_a", "stress_mae_gpa")
 KEY_COLUMNS = ("strategy", "hf_fraction", "seed")
 RUN_COLUMNS = ("n_hf_train", "n_lf_train", "steps", "train_seconds", "budget_steps", "hf_seen", "best_step",
-               "stopped_early", "compile_seconds")
+               "best_valid", "stopped_early", "compile_seconds")
 COLUMNS = KEY_COLUMNS + RUN_COLUMNS + tuple(f"{s}_{m}" for s in SETS for m in ("n_structures",) + METRICS) + ("notes",)
 
 
