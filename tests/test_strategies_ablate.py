@@ -4,6 +4,7 @@ option errors; and the shipped experiment's ``--quick`` run (slow)."""
 from __future__ import annotations
 
 import csv
+import json
 import time
 from pathlib import Path
 
@@ -47,9 +48,12 @@ def test_ablate_cli_writes_csv_table_plot_and_resumes(tmp_path, capsys):
     assert "| hf_only |" in table and "±" in table and "uncovered" in table
     assert (out / "learning_curves.png").stat().st_size > 10_000
     assert (out / "runs" / "delta_f1_s0" / "model" / "model.json").exists()
-    # resume: everything done, nothing retrained
-    assert main(["ablate", str(config), "--output", str(out), "--strategies", "hf_only,delta", "--seeds", "2", "--resume"]) == 0
+    # resume: everything done, nothing retrained; a new bootstrap (reporting only) is accepted
+    assert main(["ablate", str(config), "--output", str(out), "--strategies", "hf_only,delta", "--seeds", "2", "--resume",
+                 "--set", "ablation.bootstrap.samples=300"]) == 0
     assert capsys.readouterr().out.count("skipped") == 8
+    logged = [json.loads(line) for line in (out / "resume_log.jsonl").read_text().splitlines()]
+    assert logged[-1]["changed"]["ablation.bootstrap.samples"] == [2000, 300]
 
 
 def _rows(path: Path) -> list[dict]:

@@ -84,8 +84,9 @@ class KeyPolicy:
 
 
 TRAIN_POLICY = KeyPolicy(allowed=("train.epochs", *_HARMLESS), optimiser=_OPTIMISER)
+# ablation.bootstrap only changes how results.md / summary.json resample the saved per-structure errors
 ABLATE_POLICY = KeyPolicy(allowed=(*_HARMLESS, "ablation.strategies", "ablation.hf_fractions", "ablation.seeds",
-                                   "ablation.export", "ablation.quick"))
+                                   "ablation.export", "ablation.quick", "ablation.bootstrap"))
 
 
 @dataclass(frozen=True)
