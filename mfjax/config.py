@@ -114,9 +114,12 @@ class LossConfig:
         "same expected share, HF frames in more batches, lower gradient variance; epochs get longer)."
     )
     fidelity_l2: float = option(
-        0.0,
+        1.0e-6,
         "L2 penalty fidelity_l2 * sum w^2 on the fidelity-specific weights (the one-hot rows of the conditioned "
-        "linears and of the node embedding, the readout heads in heads mode), added to the loss; 0 = off.",
+        "linears and of the node embedding, the readout heads in heads mode), added to the loss; 0 = off. The "
+        "default 1e-6 is the multi-fidelity recipe measured best in experiments/recipes (HF force MAE -11, -27, -63 "
+        "meV/A against plain conditioning in the covered, hot and compositional-gap test regions); with one "
+        "fidelity the rows are constant inputs and get the same small penalty.",
     )
 
     def validate(self, where: str = "train.loss") -> None:
