@@ -98,7 +98,7 @@ def inference_case(model, atoms) -> InferenceCase:
     calc = MfjaxCalculator(model, FIDELITY)
     calc_atoms.calc = calc
     t0 = time.perf_counter()
-    calc_atoms.get_forces()  # the one compilation (E+F+S: the calculator always asks for stress)
+    calc_atoms.get_forces()  # the one compilation (E+F+S: a fresh calculator computes stress for a cell)
     compile_s = time.perf_counter() - t0
     calc_atoms.get_stress()
     ase_call = ase_efs_caller(calc_atoms)
@@ -245,6 +245,8 @@ class JaxMDCase:
     run: Any  # (n_steps) -> seconds
     compile_s: float
     compile_count: Any
+    episode: Any = None  # the jitted episode (state, nbr) -> (state, nbr, overflow), for profiles
+    carry: Any = None  # () -> (state, nbr): the current arguments of ``episode``
 
 
 def jaxmd_case(model, atoms, steps_per_episode: int, skin: float = 0.0, seed: int = 0) -> JaxMDCase:
@@ -298,7 +300,7 @@ def jaxmd_case(model, atoms, steps_per_episode: int, skin: float = 0.0, seed: in
     t0 = time.perf_counter()
     run(steps_per_episode)  # compiles the episode
     compile_s = time.perf_counter() - t0
-    return JaxMDCase(run, compile_s, lambda: traces["n"])
+    return JaxMDCase(run, compile_s, lambda: traces["n"], episode, lambda: (holder["state"], holder["nbr"]))
 
 
 def ase_md_run(atoms, calc, n_steps: int, seed: int = 0) -> float:

@@ -136,3 +136,31 @@ def test_real_model_calculator_runs_both_fidelities():
         assert np.isfinite(results[name][0]) and np.all(np.isfinite(results[name][1]))
         np.testing.assert_allclose(results[name][1].sum(axis=0), 0.0, atol=1e-4)
     assert results["pbe"][0] != results["r2scan"][0]
+
+
+def test_forces_only_callers_get_the_ef_function(x64):
+    """ASE MD asks for forces only: once a stress goes unread the calculator runs E+F (one more
+    compilation, none after), with E and F equal to the E+F+S call's; asking for stress again
+    switches back without recompiling."""
+    from ase import units
+    from ase.md.verlet import VelocityVerlet
+
+    model = random_potential_model(num_layers=1, hidden_irreps="8x0e+4x1e", lmax=1).astype(np.float64)
+    atoms = triclinic_cell()
+    calc = model.calculator("pbe")
+    atoms.calc = calc
+    first = (atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress())
+    assert calc.compile_count == 1 and "stress" in calc.results
+    atoms.positions += 1e-3
+    atoms.get_forces()  # the stress above was read: still E+F+S
+    assert "stress" in calc.results and calc.compile_count == 1
+    VelocityVerlet(atoms, timestep=1.0 * units.fs).run(5)  # forces only; the last stress goes unread
+    assert "stress" not in calc.results and calc.compile_count == 2
+    ef_calls = calc.compile_count
+    atoms.positions -= atoms.positions - triclinic_cell().positions  # back to the first geometry
+    energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+    assert "stress" not in calc.results and calc.compile_count == ef_calls
+    np.testing.assert_allclose(energy, first[0], rtol=1e-12)
+    np.testing.assert_allclose(forces, first[1], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(atoms.get_stress(), first[2], rtol=0, atol=1e-12)  # E+F+S again, compiled before
+    assert calc.compile_count == ef_calls

@@ -77,8 +77,9 @@ def structures_to_graph(
     )
 
 
-def _power_of_two(n: int, minimum: int) -> int:
-    """Next power of two >= n (>= minimum)."""
+def power_of_two(n: int, minimum: int) -> int:
+    """Next power of two >= n (>= minimum): the one bucket rule (``bucket_shape`` and the calculator
+    pool of ``mfjax.materials.relax``)."""
     return max(minimum, 1 << max(int(n) - 1, 0).bit_length())
 
 
@@ -86,8 +87,8 @@ def bucket_shape(graph: Graph) -> tuple[int, int, int]:
     """(nodes, edges, graphs) of the power-of-two bucket ``graph`` is padded to by
     :func:`pad_to_bucket` (one spare node and graph; at least 8 nodes, 64 edges, 2 graphs): few
     distinct padded shapes, so few compilations for batches of varying size."""
-    return (_power_of_two(num_nodes(graph) + 1, 8), _power_of_two(num_edges(graph), 64),
-            _power_of_two(num_graphs(graph) + 1, 2))
+    return (power_of_two(num_nodes(graph) + 1, 8), power_of_two(num_edges(graph), 64),
+            power_of_two(num_graphs(graph) + 1, 2))
 
 
 def pad_to_bucket(graph: Graph) -> Graph:

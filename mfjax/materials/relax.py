@@ -28,6 +28,7 @@ from ase.filters import ExpCellFilter, FrechetCellFilter
 from ase.io.trajectory import Trajectory
 from ase.optimize import BFGS, FIRE, LBFGS
 
+from mfjax.data.batching import power_of_two
 from mfjax.data.neighbors import neighbor_list
 from mfjax.errors import ConfigError
 from mfjax.materials.config import TRAJECTORY_SUFFIXES, RelaxConfig
@@ -62,11 +63,6 @@ class RelaxResult:
     trajectory: Path | None = None
 
 
-def _bucket(n: int, minimum: int = 64) -> int:
-    """Next power of two >= n (>= minimum)."""
-    return max(minimum, 1 << max(int(n) - 1, 0).bit_length())
-
-
 class CalculatorPool:
     """One calculator at ``fidelity`` per padding bucket (see the module docstring).
 
@@ -93,7 +89,7 @@ class CalculatorPool:
         pbc = np.asarray(atoms.pbc, bool)
         cell = np.asarray(atoms.cell.array, np.float64) if pbc.any() else np.zeros((3, 3))
         edges = len(neighbor_list(np.asarray(atoms.positions, np.float64), cell, pbc, self.model.cutoff).senders)
-        return (bool(pbc.any()), _bucket(edges)), edges, len(atoms)
+        return (bool(pbc.any()), power_of_two(edges, 64)), edges, len(atoms)
 
     def plan(self, atoms_list: Sequence[Atoms]) -> list[tuple[int, tuple[bool, int]]]:
         """(index, bucket) of each structure in visiting order: bucket by bucket, largest first."""

@@ -53,6 +53,13 @@ class MfjaxCalculator(Calculator):
     capacity_factor, initial_margin: the padding policy (``mfjax.data.single.Capacity``).
     ``compile_count`` (traces of the predict function) and ``capacity`` ((n_node, n_edge)) are
     exposed for tests and diagnostics.
+
+    Stress only when it is used: a periodic structure gets E+F+S (one jitted call) until a result's
+    stress goes unread — the next calculation was asked for without stress, as ASE's MD
+    integrators and position-only optimisers ask for forces only; from then on the calculator
+    runs the E+F function (no strain derivative, ~6 % less CPU time at 64 atoms,
+    benchmarks/README.md) until stress is asked for again. Each padding capacity compiles at most
+    once per mode (E+F+S, E+F); the values of E and F do not depend on the mode.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energy_std", "forces_std"]
@@ -80,6 +87,14 @@ class MfjaxCalculator(Calculator):
         # on the device once: a model fresh from training holds host (numpy) weights, which jit would
         # otherwise copy to the device on every call (every MD step)
         self._variables = jax.device_put(model.variables)
+        self._stress_mode = True  # compute stress for periodic cells (see the class docstring)
+        self._stress_unread = False  # the last results hold a stress nobody has read yet
+
+    def get_property(self, name, atoms=None, allow_calculation=True):
+        value = super().get_property(name, atoms, allow_calculation)
+        if name == "stress":
+            self._stress_unread = False
+        return value
 
     @property
     def capacity(self) -> tuple[int, int]:
@@ -101,7 +116,13 @@ class MfjaxCalculator(Calculator):
         graph = single_graph(positions.astype(dtype), atoms.numbers, nl.senders, nl.receivers,
                              shifts=nl.shifts.astype(dtype), cell=cell.astype(dtype), pbc=pbc,
                              fidelity=self.fidelity_id, n_node=n_node, n_edge=n_edge)
-        out = self._run(self._variables, graph, periodic)
+        if "stress" in properties:
+            self._stress_mode = True
+        elif self._stress_unread:  # the previous stress was never read: the caller wants forces only
+            self._stress_mode = False
+        compute_stress = periodic and self._stress_mode
+        out = self._run(self._variables, graph, compute_stress)
+        self._stress_unread = compute_stress
         n = len(atoms)
         energy = float(np.asarray(out["energy"], dtype=np.float64)[0])
         self.results = {"energy": energy, "free_energy": energy,
@@ -109,5 +130,5 @@ class MfjaxCalculator(Calculator):
         if self.ensemble:
             self.results["energy_std"] = float(np.asarray(out["energy_std"], dtype=np.float64)[0])
             self.results["forces_std"] = np.asarray(out["forces_std"], dtype=np.float64)[:n]
-        if periodic:
+        if compute_stress:
             self.results["stress"] = full_3x3_to_voigt_6_stress(np.asarray(out["stress"], dtype=np.float64)[0])

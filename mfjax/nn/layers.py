@@ -77,8 +77,9 @@ def convolution(
     node_feats: [N, irreps_x.dim]; edge_sh: [E, sh.dim]; edge_radial_weights: [E, P] with
     P = ``convolution_irreps(...).num_irreps`` (one weight per path and channel, from the radial
     MLP; 0 on padding edges); senders/receivers: [E] (j, i). Returns [N, irreps_mid.dim] with
-    irreps ``convolution_irreps(irreps_x, sh, filter_ir_out).sort().irreps`` (sorted by irrep
-    like ``e3nn.tensor_product``, not simplified). The edge tensor product is
+    irreps ``convolution_irreps(irreps_x, sh, filter_ir_out).regroup()``: sorted by irrep like
+    ``e3nn.tensor_product`` (the same array) with the paths of one irrep merged, built from its
+    chunks (see ``rows_to_irreps_array``). The edge tensor product is
     ``mfjax.nn.tensor_product.weighted_edge_messages`` (equal to ``convolution_e3nn``).
     """
     num_edges = senders.shape[0]
@@ -98,9 +99,9 @@ def convolution(
         [jax.ops.segment_sum(m, receivers, num_segments=num_nodes) for m in path_messages]
         for path_messages in messages
     ]
-    out = rows_to_irreps_array(plan, summed)
+    out = rows_to_irreps_array(plan, summed, divisor=avg_num_neighbors)
     assert out.shape == (num_nodes, expected.dim), out.shape
-    return e3nn.IrrepsArray(out.irreps, out.array / avg_num_neighbors)
+    return out
 
 
 def convolution_e3nn(

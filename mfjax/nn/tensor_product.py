@@ -170,14 +170,31 @@ def node_rows(x: Array, irreps: e3nn.Irreps) -> tuple[tuple[Array, ...], ...]:
     return tuple(rows)
 
 
-def rows_to_irreps_array(plan: TensorProductPlan, rows: list[list[Array]]) -> e3nn.IrrepsArray:
+def rows_to_irreps_array(plan: TensorProductPlan, rows: list[list[Array]], divisor: float = 1.0) -> e3nn.IrrepsArray:
     """Per path, per output component k: [N, mul] -> IrrepsArray [N, irreps_out.dim] (mul_ir,
-    e3nn's sorted path order)."""
-    chunks = []
+    e3nn's sorted path order), divided by ``divisor``.
+
+    The irreps are ``plan.irreps_out.regroup()`` (the sorted paths of one irrep merged: the same
+    layout) and the array is built from its chunks (``e3nn.from_chunks``), one [N, mul, d] chunk
+    per irrep. e3nn's layers read ``.chunks``: its ``Linear`` regroups and then slices its input
+    per chunk, so an array with un-merged irreps was sliced into its 15 path chunks and
+    reassembled; the transpose of that is a sum of 15 padded [N, dim] copies, which XLA fused
+    into every one of the backward pass's receiver gathers (~30 % of E+F+S at 64 atoms, see
+    benchmarks/README.md). With ready chunks no slice and no pad is left.
+    """
+    groups: list[tuple[e3nn.Irrep, list[Array]]] = []
     for p in plan.sorted_order:
         block = jnp.stack(rows[p], axis=-1)  # [N, mul, d_out]
-        chunks.append(block.reshape(block.shape[0], -1))
-    return e3nn.IrrepsArray(plan.irreps_out, jnp.concatenate(chunks, axis=-1))
+        ir = plan.paths[p].ir_out
+        if groups and groups[-1][0] == ir:
+            groups[-1][1].append(block)
+        else:
+            groups.append((ir, [block]))
+    chunks = [(jnp.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0]) / divisor for _, blocks in groups]
+    irreps = e3nn.Irreps([(chunk.shape[1], ir) for (ir, _), chunk in zip(groups, chunks)])
+    assert irreps == plan.irreps_out.regroup(), (irreps, plan.irreps_out)
+    n = rows[plan.sorted_order[0]][0].shape[0]
+    return e3nn.from_chunks(irreps, chunks, (n,), chunks[0].dtype)
 
 
 def weighted_edge_messages(
