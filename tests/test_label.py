@@ -10,13 +10,25 @@ import pytest
 from ase import Atoms
 from ase.build import bulk
 from ase.calculators.calculator import PropertyNotImplementedError
+from ase.units import Bohr, Hartree
 
 from mfjax.errors import DataError
 
 pytest.importorskip("pyscf")
 
+from pyscf.pbc import dft as pbcdft  # noqa: E402
+from pyscf.pbc import gto as pbcgto  # noqa: E402
+
 from mfjax.data.report import DataWarning  # noqa: E402
-from mfjax.label import LevelError, Settings, compute, label_file, label_frames, parse_level, read_output  # noqa: E402
+from mfjax.label import (  # noqa: E402
+    LevelError,
+    Settings,
+    compute,
+    label_file,
+    label_frames,
+    parse_level,
+    read_output,
+)
 from mfjax.label.cli import main as label_main  # noqa: E402
 from mfjax.label.runner import labelled_atoms, one_line  # noqa: E402
 from mfjax.label.sampling import bond_graph, strained_cells  # noqa: E402
@@ -235,6 +247,30 @@ def test_periodic_stress_sign_and_forces() -> None:
     moved[1].positions[1, 0] -= h
     e_plus, e_minus = (compute(m, level, settings).energy for m in moved)
     assert abs(-(e_plus - e_minus) / (2 * h) - res.forces[1, 0]) < 5e-3
+
+
+@pytest.mark.slow
+def test_periodic_fast_path_is_pyscf() -> None:
+    """The labeller's cell path (mfjax.label.pbc_fast: AO values cached across SCF cycles, the
+    local-pseudopotential force term done once on the grid) gives pyscf's own KRKS numbers."""
+    atoms = bulk("SiC", "zincblende", a=4.38)
+    atoms.positions[1] += [0.05, -0.03, 0.02]
+    res = compute(atoms, parse_level("pbe/gth-szv"), Settings(kmesh=(2, 1, 1), ke_cutoff=25.0, conv_tol=1e-10))
+    cell = pbcgto.Cell()
+    cell.atom = [(s, tuple(p)) for s, p in zip(atoms.get_chemical_symbols(), atoms.positions)]
+    cell.a, cell.unit, cell.basis, cell.pseudo, cell.ke_cutoff, cell.verbose = \
+        np.asarray(atoms.cell[:]), "Angstrom", "gth-szv", "gth-pbe", 25.0, 0
+    cell.build()
+    mf = pbcdft.KRKS(cell, cell.make_kpts([2, 1, 1]))
+    mf.xc, mf.conv_tol = "pbe", 1e-10
+    energy = mf.kernel() * Hartree
+    grad = mf.nuc_grad_method()
+    forces = -grad.kernel() * (Hartree / Bohr)
+    sigma = grad.get_stress() * (Hartree / Bohr**3)
+    sigma = 0.5 * (sigma + sigma.T)
+    assert res.converged and abs(res.energy - energy) < 1e-6
+    np.testing.assert_allclose(res.forces, forces, atol=1e-5)
+    np.testing.assert_allclose(res.stress, sigma[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]], atol=1e-7)
 
 
 @pytest.mark.slow

@@ -100,6 +100,9 @@ class Settings:
     """Pseudopotential for periodic cells (GTH)."""
     kmesh: tuple[int, int, int] | None = None
     """Monkhorst-Pack mesh (Gamma-centred) for periodic cells; None: ``atoms.info['kmesh']`` or 2x2x2."""
+    ao_cache_mb: float = 1500.0
+    """Memory (MB) for AO values on the FFT grid kept across the SCF cycles of a periodic cell
+    (``mfjax.label.pbc_fast``; the same numbers, ~1.5x faster SCF); 0 disables."""
 
 
 @dataclasses.dataclass
@@ -230,6 +233,11 @@ def _periodic_dft(atoms: Atoms, level: Level, settings: Settings) -> Result:
     from pyscf.pbc import dft as pbcdft
     from pyscf.pbc import gto as pbcgto
 
+    from mfjax.label.pbc_fast import (  # imports pyscf: lazily, like above
+        CachedKNumInt,
+        Gradients,
+    )
+
     if level.method not in XC_NAMES:
         raise ValueError(f"{level.method} is not available for periodic cells (DFT only)")
     spin, charge = _spin_and_charge(atoms)
@@ -249,10 +257,13 @@ def _periodic_dft(atoms: Atoms, level: Level, settings: Settings) -> Result:
     mf.xc = XC_NAMES[level.method]
     mf.conv_tol = settings.conv_tol
     mf.max_cycle = settings.max_cycle
+    numint = CachedKNumInt(settings.ao_cache_mb)
+    mf._numint = mf.with_df._numint = numint  # J (FFTDF) and XC share it
     energy = float(mf.kernel())
+    numint.clear(stop=True)  # the gradients' loops are other ones: free the memory before them
     forces = stress = None
     if mf.converged:
-        grad = mf.nuc_grad_method()
+        grad = Gradients(mf)  # pyscf's KRKS gradients and stress, local-PP force term done once
         if level.method == "pbe":  # pyscf.pbc has no analytic meta-GGA nuclear gradients
             forces = -np.asarray(grad.kernel()) * (Hartree / Bohr)
         sigma = np.asarray(grad.get_stress()) * (Hartree / Bohr**3)  # 1/V dE/de: ASE's sign already
