@@ -14,7 +14,7 @@ Three measurements on rattled diamond Si, preset sevennet-0 (random weights, flo
 3. XLA op time of the jitted E+F+S call and of one jax-md NVT episode from a ``jax.profiler``
    trace: every executed HLO thunk (events on XLA's worker threads) is attributed, through the
    ``op_name`` metadata of the instruction in ``compiled.as_text()``, to a part of the model
-   (radial MLP, node linears, edge embedding, sender gathers, receiver scatters, the other [E, u]
+   (radial MLP, node linears, edge embedding, gathers, scatters, the other [E, u]
    tensor-product rows, node-level work, neighbour list, integrator) and to the forward or the
    backward (``transpose(...)``) pass. Shares are of the summed op time (both threads).
 """
@@ -72,9 +72,9 @@ def part_of(name: str, shape: str, op_name: str, n_edge: int) -> str:
         return "edge embedding (Bessel, envelope, SH)"
     if re.search(r"block_\d", op_name):
         if "scatter" in name:
-            return "receiver scatters (segment_sum)"
+            return "scatters (forward: messages to receivers; backward: to senders)"
         if "gather" in name:
-            return "sender gathers"
+            return "gathers (forward: x rows by sender; backward: cotangents by receiver)"
         first = re.search(r"\[(\d+)", shape)
         if first and int(first.group(1)) == n_edge:
             return "tensor-product rows [E, u] (messages, couplings)"
