@@ -77,6 +77,27 @@ def test_e0_few_high_fidelity_frames_shrink_towards_the_low_fidelity():
     assert max(errors) < 0.3  # eV/atom; the old zero prior gave hundreds
 
 
+def test_e0_prior_for_a_new_fidelity_from_few_frames():
+    """Transfer learning and append refit E0 for the HF fidelity alone: with 2 frames for 4 elements
+    the prior (the LF model's E0) makes it the LF E0 plus the least-norm correction."""
+    species = (1, 6, 7, 8)
+    lf = np.array([-13.6, -1030.0, -1480.0, -2040.0])
+    shift = np.array([-0.05, -0.4, -0.5, -0.6])
+    rng = np.random.default_rng(2)
+    counts = [rng.integers(1, 4, size=4) for _ in range(30)]
+    hf = [_structure(np.repeat(species, c), "r2scan", energy=float(c @ (lf + shift)), seed=k) for k, c in enumerate(counts[:2])]
+    with_prior = fit_e0(hf, species, ("r2scan",), alpha=1e-6, prior=lf)[0]
+    without = fit_e0(hf, species, ("r2scan",), alpha=1e-6)[0]
+    error = lambda e0: max(abs(c @ (e0 - lf - shift)) / c.sum() for c in counts[2:])  # noqa: E731
+    assert error(with_prior) < 0.3 < 100 < error(without)  # eV/atom
+    for c, s in zip(counts[:2], hf):  # both fit the two frames themselves
+        assert c @ with_prior == pytest.approx(s.energy, abs=1e-3)
+    # an element the frames lack takes the prior
+    with pytest.warns(DataWarning, match="absent from fidelity 'r2scan': their E0 is the prior"):
+        e0 = fit_e0([_structure([1, 6], "r2scan", energy=-1043.9)], species, ("r2scan",), alpha=1e-6, prior=lf)
+    np.testing.assert_allclose(e0[0, 2:], lf[2:])
+
+
 def test_element_counts():
     counts = element_counts([_structure([8, 1, 1], "x"), _structure([6], "x")], (1, 6, 8))
     np.testing.assert_array_equal(counts, [[2, 0, 1], [0, 1, 0]])

@@ -23,7 +23,7 @@ import mfjax.training.fit as fit_module
 from mfjax.cli import main
 from mfjax.data.batching import pad_graph, structures_to_graph
 from mfjax.data.graph import edge_vectors, node_graph_index, num_edges, num_graphs, num_nodes
-from mfjax.data.statistics import fit_e0
+from mfjax.data.statistics import element_counts, fit_e0
 from mfjax.md.jaxmd import energy_fn_for
 from mfjax.model import Model, load_model
 from mfjax.strategies import append, delta, hf_only, multi_fidelity, transfer
@@ -214,7 +214,17 @@ def test_append_keeps_old_fidelity_predictions(ctx):
         assert before.dtype == np.float64
         np.testing.assert_allclose(after, before, rtol=0, atol=1e-6)
         e0 = np.asarray(appended.variables["constants"]["e0"])
-        np.testing.assert_allclose(e0[1], ctx.e0(ctx.data.hf_subset(1.0, 0), (ctx.data.high,))[0], rtol=1e-9)
+        lf_e0 = np.asarray(lf64.variables["constants"]["e0"])[0]
+        np.testing.assert_allclose(e0[1], ctx.e0(ctx.data.hf_subset(1.0, 0), (ctx.data.high,), prior=lf_e0)[0], rtol=1e-9)
+        # one HF frame cannot fix E0 of every element: append and transfer keep the LF E0 plus the
+        # least-norm correction (elements the frame lacks keep the LF value), never a zero E0
+        one = [min(ctx.data.hf_subset(1.0, 0), key=lambda s: len(set(s.species.tolist())))]
+        lacking = [k for k, z in enumerate(ctx.data.species) if z not in set(one[0].species.tolist())]
+        for model in (append.append_model(ctx, lf64, one), transfer.initial_model(ctx, lf64, one)):
+            row = np.asarray(model.variables["constants"]["e0"])[-1]
+            np.testing.assert_allclose(row[lacking], lf_e0[lacking], rtol=1e-12)
+            assert float(element_counts(one, ctx.data.species)[0] @ row) == pytest.approx(one[0].energy, abs=1e-3)
+        assert lacking  # the check above is not empty
     finally:
         jax.config.update("jax_enable_x64", previous)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from ase.data import chemical_symbols
 
 from mfjax.data.neighbors import structure_neighbors
 from mfjax.data.report import warn_frames
@@ -32,7 +33,8 @@ def element_counts(structures: Sequence[Structure], species: Sequence[int]) -> n
 
 
 def fit_e0(
-    structures: Sequence[Structure], species: Sequence[int], fidelities: Sequence[str], alpha: float = 0.1
+    structures: Sequence[Structure], species: Sequence[int], fidelities: Sequence[str], alpha: float = 0.1,
+    prior: np.ndarray | None = None,
 ) -> np.ndarray:
     """E0 [n_fidelities, n_species] in eV/atom by ridge regression of total energies on element counts.
 
@@ -45,32 +47,37 @@ def fit_e0(
     from a fidelity's data takes the anchor's E0 (with a ``DataWarning``). X: element counts of the
     fidelity's structures with an energy label, y: their total energies. A fidelity without energies,
     or an element absent from the anchor too, gets E0 = 0 (with a warning).
-    """
-    from ase.data import chemical_symbols
 
+    prior: [n_species] eV/atom, what the anchor is shrunk towards instead of zero (and what it
+    takes where it has no data): e.g. a pre-trained LF model's E0 when a new fidelity's E0 is fitted
+    from a few frames (transfer learning, append), so that 2 frames for 4 elements give the LF E0
+    plus the smallest correction that fits them instead of an arbitrary minimum-norm E0.
+    """
+    base = np.zeros(len(species)) if prior is None else np.asarray(prior, np.float64).reshape(len(species))
+    own = "0" if prior is None else "the prior"
     e0 = np.zeros((len(fidelities), len(species)))
     labelled = [[s for s in structures if s.fidelity == name and s.energy is not None] for name in fidelities]
     order = sorted(range(len(fidelities)), key=lambda f: (-len(labelled[f]), f))
     anchor = order[0]
     for f in order:
         frames, name = labelled[f], fidelities[f]
-        prior = np.zeros(len(species)) if f == anchor else e0[anchor]
+        toward = base if f == anchor else e0[anchor]
         if not frames:
             warn_frames(f"fidelity {name!r} has no energy labels in these structures: its E0 is "
-                        + ("0 for every element" if f == anchor else f"that of {fidelities[anchor]!r}"), None)
-            e0[f] = prior
+                        + (f"{own} for every element" if f == anchor else f"that of {fidelities[anchor]!r}"), None)
+            e0[f] = toward
             continue
         x = element_counts(frames, species)
         y = np.array([s.energy for s in frames], dtype=np.float64)
         present = x.sum(axis=0) > 0
         missing = [chemical_symbols[int(z)] for z, p in zip(species, present) if not p]
         if missing:
-            fallback = "0" if f == anchor else f"that of {fidelities[anchor]!r}"
+            fallback = own if f == anchor else f"that of {fidelities[anchor]!r}"
             warn_frames(f"element(s) {', '.join(missing)} absent from fidelity {name!r}: their E0 is {fallback}", None)
         xp = x[:, present]
-        residual = y - xp @ prior[present]
-        e0[f] = prior
-        e0[f, present] = prior[present] + np.linalg.solve(xp.T @ xp + alpha * np.eye(xp.shape[1]), xp.T @ residual)
+        residual = y - xp @ toward[present]
+        e0[f] = toward
+        e0[f, present] = toward[present] + np.linalg.solve(xp.T @ xp + alpha * np.eye(xp.shape[1]), xp.T @ residual)
     return e0
 
 

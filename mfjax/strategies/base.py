@@ -137,9 +137,10 @@ class Context:
         config = replace(self.cfg.model, fidelity_mode=mode)
         return ModelSpec(config, tuple(self.data.species), tuple(fidelities), self.data.avg_num_neighbors)
 
-    def e0(self, structures: Sequence[Structure], fidelities: Sequence[str]) -> np.ndarray:
-        """E0 [F, S] fitted per fidelity on ``structures`` (ridge with ``train.e0_alpha``, SPEC §3)."""
-        return fit_e0(structures, self.data.species, tuple(fidelities), alpha=self.cfg.train.e0_alpha)
+    def e0(self, structures: Sequence[Structure], fidelities: Sequence[str], prior: np.ndarray | None = None) -> np.ndarray:
+        """E0 [F, S] fitted per fidelity on ``structures`` (ridge with ``train.e0_alpha``, SPEC §3),
+        shrunk towards ``prior`` [S] (e.g. the LF model's E0) instead of zero (``fit_e0``)."""
+        return fit_e0(structures, self.data.species, tuple(fidelities), alpha=self.cfg.train.e0_alpha, prior=prior)
 
     def fresh(self, spec: ModelSpec, train: Sequence[Structure], seed: int) -> Model:
         """A new model with E0 and scale (force RMS) fitted on ``train``."""

@@ -22,11 +22,13 @@ HEAD = ("readout",)
 
 
 def initial_model(ctx: Context, lf: Model, hf_train: Sequence[Structure]) -> Model:
-    """The LF weights renamed to the HF fidelity, with E0 refitted on ``hf_train``."""
+    """The LF weights renamed to the HF fidelity, with E0 refitted on ``hf_train`` (shrunk towards the
+    LF E0: with fewer HF frames than elements the fit is underdetermined)."""
     high = ctx.data.high
     constants = dict(lf.variables["constants"])
     old = np.asarray(constants["e0"])
-    constants["e0"] = np.asarray(ctx.e0(hf_train, (high,)), old.dtype).reshape(old.shape)
+    lf_e0 = np.asarray(old, np.float64).reshape(len(lf.fidelities), -1)[0]
+    constants["e0"] = np.asarray(ctx.e0(hf_train, (high,), prior=lf_e0), old.dtype).reshape(old.shape)
     return lf.replace(spec=lf.spec.with_fidelities((high,)), variables={**lf.variables, "constants": constants})
 
 
