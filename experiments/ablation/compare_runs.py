@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         lines += [f"**{title}**", "", "| a − b | Δ force MAE, meV/Å | verdict | Δ energy MAE, meV/atom | verdict |",
                   "|---|---:|---|---:|---|"]
         for other in STRATEGIES:
+            if not all((args.run_b / "errors" / f"{other}_f{args.fraction:g}_s{seed}.npz").exists() for seed in seeds):
+                continue  # a strategy RUN_B did not run (e.g. a single-strategy run)
             fa, fb, ea, eb = [], [], [], []
             for seed in seeds:
                 a, b = _load(args.run_a, args.strategy, args.fraction, seed), _load(args.run_b, other, args.fraction, seed)
