@@ -303,8 +303,10 @@ def jaxmd_case(model, atoms, steps_per_episode: int, skin: float = 0.0, seed: in
     return JaxMDCase(run, compile_s, lambda: traces["n"], episode, lambda: (holder["state"], holder["nbr"]))
 
 
-def ase_md_run(atoms, calc, n_steps: int, seed: int = 0) -> float:
-    """Seconds for ``n_steps`` of ASE Langevin NVT (300 K, 1 fs) with ``calc``."""
+def ase_md_dynamics(atoms, calc, seed: int = 0):
+    """An ASE Langevin NVT (300 K, 1 fs) integrator on a copy of ``atoms`` with ``calc``, one step
+    already taken (the initial forces and compilation are outside any timing): time ``dyn.run(k)``,
+    k force calls for k steps; successive timings continue the same trajectory."""
     from ase import units
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
@@ -314,7 +316,13 @@ def ase_md_run(atoms, calc, n_steps: int, seed: int = 0) -> float:
     MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(seed))
     dyn = Langevin(atoms, 1.0 * units.fs, temperature_K=300, friction=0.01 / units.fs,
                    fixcm=False, rng=np.random.default_rng(seed))
-    dyn.run(1)  # first step outside the timing (forces of the initial state)
+    dyn.run(1)
+    return dyn
+
+
+def ase_md_run(atoms, calc, n_steps: int, seed: int = 0) -> float:
+    """Seconds for ``n_steps`` of ASE Langevin NVT (300 K, 1 fs) with ``calc`` (setup not timed)."""
+    dyn = ase_md_dynamics(atoms, calc, seed)
     t0 = time.perf_counter()
     dyn.run(n_steps)
     return time.perf_counter() - t0
