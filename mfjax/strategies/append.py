@@ -24,8 +24,7 @@ from mfjax.strategies.base import Context, Outcome
 def append_model(ctx: Context, lf: Model, hf_train: Sequence[Structure]) -> Model:
     """``lf`` (fidelities (low,)) with the HF fidelity appended: fidelities (low, high)."""
     d = ctx.data
-    lf_e0 = np.asarray(lf.variables["constants"]["e0"], np.float64).reshape(len(lf.fidelities), -1)[0]
-    row = ctx.e0(hf_train, (d.high,), prior=lf_e0)[0]  # shrunk towards the LF E0 (few HF frames)
+    row = ctx.new_fidelity_e0(lf, hf_train, d.high)
     variables, fids = append_fidelity(lf.variables, lf.spec.config, lf.fidelities, d.high, e0_row=row)
     return lf.replace(spec=lf.spec.with_fidelities(tuple(fids)), variables=jax.device_get(variables))
 

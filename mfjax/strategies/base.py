@@ -142,6 +142,12 @@ class Context:
         shrunk towards ``prior`` [S] (e.g. the LF model's E0) instead of zero (``fit_e0``)."""
         return fit_e0(structures, self.data.species, tuple(fidelities), alpha=self.cfg.train.e0_alpha, prior=prior)
 
+    def new_fidelity_e0(self, base: Model, structures: Sequence[Structure], fidelity: str) -> np.ndarray:
+        """[S] E0 of a fidelity added to ``base`` (transfer, append), fitted on ``structures`` and shrunk
+        towards ``base``'s first-fidelity E0: with fewer frames than elements the fit is underdetermined."""
+        prior = np.asarray(base.variables["constants"]["e0"], np.float64).reshape(len(base.fidelities), -1)[0]
+        return self.e0(structures, (fidelity,), prior=prior)[0]
+
     def fresh(self, spec: ModelSpec, train: Sequence[Structure], seed: int) -> Model:
         """A new model with E0 and scale (force RMS) fitted on ``train``."""
         example = example_graph(self.data.hf_pool[0], spec)

@@ -27,8 +27,7 @@ def initial_model(ctx: Context, lf: Model, hf_train: Sequence[Structure]) -> Mod
     high = ctx.data.high
     constants = dict(lf.variables["constants"])
     old = np.asarray(constants["e0"])
-    lf_e0 = np.asarray(old, np.float64).reshape(len(lf.fidelities), -1)[0]
-    constants["e0"] = np.asarray(ctx.e0(hf_train, (high,), prior=lf_e0), old.dtype).reshape(old.shape)
+    constants["e0"] = np.asarray(ctx.new_fidelity_e0(lf, hf_train, high), old.dtype).reshape(old.shape)
     return lf.replace(spec=lf.spec.with_fidelities((high,)), variables={**lf.variables, "constants": constants})
 
 
