@@ -30,6 +30,7 @@ from mfjax.label import (  # noqa: E402
     read_output,
 )
 from mfjax.label.cli import main as label_main  # noqa: E402
+from mfjax.label.levels import _stabilised_scf  # noqa: E402
 from mfjax.label.runner import labelled_atoms, one_line  # noqa: E402
 from mfjax.label.sampling import bond_graph, strained_cells  # noqa: E402
 
@@ -271,6 +272,55 @@ def test_periodic_fast_path_is_pyscf() -> None:
     assert res.converged and abs(res.energy - energy) < 1e-6
     np.testing.assert_allclose(res.forces, forces, atol=1e-5)
     np.testing.assert_allclose(res.stress, sigma[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]], atol=1e-7)
+
+
+@pytest.mark.slow
+def test_smeared_cell_forces_and_stress_are_free_energy_derivatives() -> None:
+    """Fermi smearing (Settings.smearing): the energy label is the free energy E - sigma*S, and the
+    forces and stress are its derivatives (finite differences; a wide sigma makes the occupations
+    fractional, so E alone would not match)."""
+    cell = bulk("Si", "diamond", a=5.6)
+    cell.positions[1] += [0.05, -0.03, 0.02]
+    settings = Settings(kmesh=(2, 1, 1), ke_cutoff=25.0, smearing=0.03, conv_tol=1e-11)
+    level = parse_level("pbe/gth-szv")
+    res = compute(cell, level, settings)
+    assert res.converged and res.extra["smearing"].startswith("fermi 0.03 Ha")
+    h = 2e-3
+    moved = [cell.copy(), cell.copy()]
+    moved[0].positions[1, 0] += h
+    moved[1].positions[1, 0] -= h
+    e_plus, e_minus = (compute(m, level, settings).energy for m in moved)
+    assert abs(-(e_plus - e_minus) / (2 * h) - res.forces[1, 0]) < 1e-4
+    eps, energies = 1e-3, []
+    for sign in (1, -1):
+        strained = cell.copy()
+        strained.set_cell(cell.cell[:] * (1 + sign * eps), scale_atoms=True)
+        energies.append(compute(strained, level, settings).energy)
+    assert abs((energies[0] - energies[1]) / (2 * eps) / cell.get_volume() / 3 - res.stress[:3].mean()) < 1e-5
+    plain = compute(cell, level, Settings(kmesh=(2, 1, 1), ke_cutoff=25.0, conv_tol=1e-11))
+    assert abs(plain.forces[1, 0] - res.forces[1, 0]) > 0.1  # the smearing matters at this width
+
+
+def test_stalled_periodic_scf_is_continued_to_the_same_solution() -> None:
+    """A cell SCF stopped short (here after 2 cycles) continues from its density with a level shift
+    and damping (levels._stabilised_scf) and lands on the plain SCF's energy and orbitals."""
+    atoms = bulk("Si", "diamond", a=5.6)
+    atoms.positions[1] += [0.05, -0.03, 0.02]
+    cell = pbcgto.Cell()
+    cell.atom = [(s, tuple(p)) for s, p in zip(atoms.get_chemical_symbols(), atoms.positions)]
+    cell.a, cell.unit, cell.basis, cell.pseudo, cell.ke_cutoff, cell.verbose = \
+        np.asarray(atoms.cell[:]), "Angstrom", "gth-szv", "gth-pbe", 20.0, 0
+    cell.build()
+    runs = []
+    for cycles in (2, 60):
+        mf = pbcdft.KRKS(cell, cell.make_kpts([1, 1, 1]))
+        mf.xc, mf.conv_tol, mf.max_cycle = "pbe", 1e-10, cycles
+        runs.append((mf, mf.kernel()))
+    (stalled, _), (plain, energy) = runs
+    assert not stalled.converged and plain.converged
+    stalled.max_cycle = 60
+    assert abs(_stabilised_scf(stalled, Settings()) - energy) < 1e-8 and stalled.converged
+    np.testing.assert_allclose(stalled.mo_energy[0], plain.mo_energy[0], atol=1e-6)  # unshifted levels
 
 
 @pytest.mark.slow

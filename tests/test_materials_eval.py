@@ -221,6 +221,17 @@ def test_lattice_constant_and_bulk_modulus_match_ase(loaded):
     assert values["b_eos"] == pytest.approx(b, rel=0.03)
 
 
+def test_a_partial_strain_set_gives_nan_not_an_error(loaded):
+    """While the dataset is being labelled the strain set may hold only the unstrained cell (or one
+    strain): every elastic quantity is then NaN (reported as absent) instead of an exception."""
+    reference, _ = loaded
+    cells = [f for f in reference.select(parent="c8-n4-d3") if f.get("kind") == "ordered"]
+    cells += [f for f in reference.select(parent="c8-n4-d3") if f.get("strain_type") == "isotropic"][:1]
+    one, two = (ev.elastic_properties(c, [f.energy for f in c], [f.stress for f in c], 0.021) for c in (cells[:1], cells))
+    assert set(one) >= {"a0_eos", "a0_stress", "c11"} and all(np.isnan(v) for v in one.values())
+    assert np.isfinite(two["a0_stress"]) and np.isnan(two["c11"]) and np.isnan(two["a0_eos"])  # 2 strains: a line
+
+
 def test_formation_energies_and_hull_distances_match_pymatgen(loaded):
     reference, settings = loaded
     result = ev.evaluate(_oracle_predictor("pbe"), reference, settings)  # PBE oracle scored against r2SCAN labels

@@ -177,7 +177,7 @@ def elastic_properties(frames: Sequence[Labelled], energies: Sequence[float], st
     except (ValueError, RuntimeError):
         pass
     base = [k for k in iso if strains[k][0] == 0.0]
-    if iso and base:
+    if base and len({float(strains[k][0]) for k in iso}) >= 2:  # a partial strain set: NaN, not an error
         a_ref = frames[base[0]].atoms.get_volume() ** (1.0 / 3.0) * (8.0 / n_atoms) ** (1.0 / 3.0)
         e0 = elastic.zero_stress_strain(strains[iso, 0], stresses[iso])
         out["a0_stress"] = a_ref * (1.0 + e0)

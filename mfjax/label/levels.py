@@ -100,6 +100,11 @@ class Settings:
     """Pseudopotential for periodic cells (GTH)."""
     kmesh: tuple[int, int, int] | None = None
     """Monkhorst-Pack mesh (Gamma-centred) for periodic cells; None: ``atoms.info['kmesh']`` or 2x2x2."""
+    smearing: float = 0.0
+    """Fermi-Dirac smearing width (Hartree) of periodic cells; 0: integer occupations (aufbau per
+    k-point). Needed where a cell has no gap at its k-mesh (the integer-occupation SCF then never
+    converges). With smearing the energy label is the Mermin free energy E - sigma*S, the quantity
+    whose derivatives pyscf's forces and stress are."""
     ao_cache_mb: float = 1500.0
     """Memory (MB) for AO values on the FFT grid kept across the SCF cycles of a periodic cell
     (``mfjax.label.pbc_fast``; the same numbers, ~1.5x faster SCF); 0 disables."""
@@ -229,9 +234,27 @@ def _kmesh(atoms: Atoms, settings: Settings) -> tuple[int, int, int]:
     return (2, 2, 2)
 
 
+#: Second SCF attempt of a periodic cell whose DIIS did not converge in ``max_cycle`` cycles: from the
+#: last density, virtual levels shifted up (Hartree) and Fock matrices damped for the first cycles.
+#: Neither changes a converged solution (the shift acts on the virtual space only), only the path.
+RETRY_LEVEL_SHIFT = 0.2
+RETRY_DAMP = 0.5
+
+
+def _stabilised_scf(mf, settings: Settings) -> float:  # type: ignore[no-untyped-def]
+    """Rerun ``mf`` (a k-point SCF that did not converge) from its last density with a level shift
+    and damping; returns the energy (Hartree) and leaves ``mf.converged`` set."""
+    dm = mf.make_rdm1()
+    mf.level_shift = RETRY_LEVEL_SHIFT
+    mf.damp = RETRY_DAMP
+    mf.diis_start_cycle = 8  # pyscf damps only before DIIS starts
+    return float(mf.kernel(dm0=dm))
+
+
 def _periodic_dft(atoms: Atoms, level: Level, settings: Settings) -> Result:
     from pyscf.pbc import dft as pbcdft
     from pyscf.pbc import gto as pbcgto
+    from pyscf.pbc.scf.smearing import smearing
 
     from mfjax.label.pbc_fast import (  # imports pyscf: lazily, like above
         CachedKNumInt,
@@ -254,12 +277,19 @@ def _periodic_dft(atoms: Atoms, level: Level, settings: Settings) -> Result:
     cell.build()
     kmesh = _kmesh(atoms, settings)
     mf = pbcdft.KRKS(cell, cell.make_kpts(list(kmesh)))
+    if settings.smearing > 0:
+        mf = smearing(mf, sigma=settings.smearing, method="fermi")
     mf.xc = XC_NAMES[level.method]
     mf.conv_tol = settings.conv_tol
     mf.max_cycle = settings.max_cycle
     numint = CachedKNumInt(settings.ao_cache_mb)
     mf._numint = mf.with_df._numint = numint  # J (FFTDF) and XC share it
     energy = float(mf.kernel())
+    retried = not mf.converged
+    if retried:  # DIIS oscillating: continue from the last density with a level shift and damping
+        energy = _stabilised_scf(mf, settings)
+    if settings.smearing > 0:
+        energy = float(mf.e_free)  # E - sigma*S: forces and stress below are its derivatives
     numint.clear(stop=True)  # the gradients' loops are other ones: free the memory before them
     forces = stress = None
     if mf.converged:
@@ -271,6 +301,10 @@ def _periodic_dft(atoms: Atoms, level: Level, settings: Settings) -> Result:
         stress = np.array([sigma[0, 0], sigma[1, 1], sigma[2, 2], sigma[1, 2], sigma[0, 2], sigma[0, 1]])
     extra = {"kmesh": " ".join(str(k) for k in kmesh), "ke_cutoff": settings.ke_cutoff,
              "pseudo": settings.pseudo}
+    if settings.smearing > 0:
+        extra["smearing"] = f"fermi {settings.smearing:g} Ha (energy: free energy E - sigma*S)"
+    if retried:
+        extra["scf_retry"] = f"level_shift {RETRY_LEVEL_SHIFT} Ha, damp {RETRY_DAMP}"
     return Result(energy * Hartree, forces, stress, bool(mf.converged), 0.0, extra)
 
 
