@@ -225,6 +225,35 @@ def test_cli_summary_counts_a_failed_frame_once(tmp_path: Path, capsys) -> None:
     assert "first error: ValueError: partially periodic" in out
 
 
+def _fd_force_x(cell: Atoms, level, settings: Settings, h: float = 2e-3) -> float:
+    """-dE/dx of atom 1 by central differences (eV/Å)."""
+    moved = [cell.copy(), cell.copy()]
+    moved[0].positions[1, 0] += h
+    moved[1].positions[1, 0] -= h
+    e_plus, e_minus = (compute(m, level, settings).energy for m in moved)
+    return -(e_plus - e_minus) / (2 * h)
+
+
+def _fd_mean_stress(cell: Atoms, level, settings: Settings, eps: float = 1e-3) -> float:
+    """1/V dE/d(isotropic strain) / 3 by central differences (eV/Å^3, ASE sign)."""
+    energies = []
+    for sign in (1, -1):
+        strained = cell.copy()
+        strained.set_cell(cell.cell[:] * (1 + sign * eps), scale_atoms=True)
+        energies.append(compute(strained, level, settings).energy)
+    return (energies[0] - energies[1]) / (2 * eps) / cell.get_volume() / 3
+
+
+def _pyscf_cell(atoms: Atoms, basis: str, ke_cutoff: float):
+    """A pyscf.pbc Cell of ``atoms`` built directly (gth-pbe, Å), bypassing mfjax.label."""
+    cell = pbcgto.Cell()
+    cell.atom = [(s, tuple(p)) for s, p in zip(atoms.get_chemical_symbols(), atoms.positions)]
+    cell.a, cell.unit, cell.basis, cell.pseudo, cell.ke_cutoff, cell.verbose = \
+        np.asarray(atoms.cell[:]), "Angstrom", basis, "gth-pbe", ke_cutoff, 0
+    cell.build()
+    return cell
+
+
 @pytest.mark.slow
 def test_periodic_stress_sign_and_forces() -> None:
     """pbc PBE: stress = 1/V dE/d(strain) (ASE sign) and forces = -dE/dR, against finite differences."""
@@ -234,20 +263,9 @@ def test_periodic_stress_sign_and_forces() -> None:
     level = parse_level("pbe/gth-szv")
     res = compute(cell, level, settings)
     assert res.converged and res.forces is not None and res.stress is not None
-    eps = 1e-3
-    energies = []
-    for sign in (1, -1):
-        strained = cell.copy()
-        strained.set_cell(cell.cell[:] * (1 + sign * eps), scale_atoms=True)
-        energies.append(compute(strained, level, settings).energy)
-    fd_mean_stress = (energies[0] - energies[1]) / (2 * eps) / cell.get_volume() / 3
+    fd_mean_stress = _fd_mean_stress(cell, level, settings)
     assert abs(fd_mean_stress - res.stress[:3].mean()) < 2e-4 * max(1.0, abs(fd_mean_stress) * 1e3)
-    h = 2e-3
-    moved = [cell.copy(), cell.copy()]
-    moved[0].positions[1, 0] += h
-    moved[1].positions[1, 0] -= h
-    e_plus, e_minus = (compute(m, level, settings).energy for m in moved)
-    assert abs(-(e_plus - e_minus) / (2 * h) - res.forces[1, 0]) < 5e-3
+    assert abs(_fd_force_x(cell, level, settings) - res.forces[1, 0]) < 5e-3
 
 
 @pytest.mark.slow
@@ -257,11 +275,7 @@ def test_periodic_fast_path_is_pyscf() -> None:
     atoms = bulk("SiC", "zincblende", a=4.38)
     atoms.positions[1] += [0.05, -0.03, 0.02]
     res = compute(atoms, parse_level("pbe/gth-szv"), Settings(kmesh=(2, 1, 1), ke_cutoff=25.0, conv_tol=1e-10))
-    cell = pbcgto.Cell()
-    cell.atom = [(s, tuple(p)) for s, p in zip(atoms.get_chemical_symbols(), atoms.positions)]
-    cell.a, cell.unit, cell.basis, cell.pseudo, cell.ke_cutoff, cell.verbose = \
-        np.asarray(atoms.cell[:]), "Angstrom", "gth-szv", "gth-pbe", 25.0, 0
-    cell.build()
+    cell = _pyscf_cell(atoms, "gth-szv", 25.0)
     mf = pbcdft.KRKS(cell, cell.make_kpts([2, 1, 1]))
     mf.xc, mf.conv_tol = "pbe", 1e-10
     energy = mf.kernel() * Hartree
@@ -285,18 +299,8 @@ def test_smeared_cell_forces_and_stress_are_free_energy_derivatives() -> None:
     level = parse_level("pbe/gth-szv")
     res = compute(cell, level, settings)
     assert res.converged and res.extra["smearing"].startswith("fermi 0.03 Ha")
-    h = 2e-3
-    moved = [cell.copy(), cell.copy()]
-    moved[0].positions[1, 0] += h
-    moved[1].positions[1, 0] -= h
-    e_plus, e_minus = (compute(m, level, settings).energy for m in moved)
-    assert abs(-(e_plus - e_minus) / (2 * h) - res.forces[1, 0]) < 1e-4
-    eps, energies = 1e-3, []
-    for sign in (1, -1):
-        strained = cell.copy()
-        strained.set_cell(cell.cell[:] * (1 + sign * eps), scale_atoms=True)
-        energies.append(compute(strained, level, settings).energy)
-    assert abs((energies[0] - energies[1]) / (2 * eps) / cell.get_volume() / 3 - res.stress[:3].mean()) < 1e-5
+    assert abs(_fd_force_x(cell, level, settings) - res.forces[1, 0]) < 1e-4
+    assert abs(_fd_mean_stress(cell, level, settings) - res.stress[:3].mean()) < 1e-5
     plain = compute(cell, level, Settings(kmesh=(2, 1, 1), ke_cutoff=25.0, conv_tol=1e-11))
     assert abs(plain.forces[1, 0] - res.forces[1, 0]) > 0.1  # the smearing matters at this width
 
@@ -306,11 +310,7 @@ def test_stalled_periodic_scf_is_continued_to_the_same_solution() -> None:
     and damping (levels._stabilised_scf) and lands on the plain SCF's energy and orbitals."""
     atoms = bulk("Si", "diamond", a=5.6)
     atoms.positions[1] += [0.05, -0.03, 0.02]
-    cell = pbcgto.Cell()
-    cell.atom = [(s, tuple(p)) for s, p in zip(atoms.get_chemical_symbols(), atoms.positions)]
-    cell.a, cell.unit, cell.basis, cell.pseudo, cell.ke_cutoff, cell.verbose = \
-        np.asarray(atoms.cell[:]), "Angstrom", "gth-szv", "gth-pbe", 20.0, 0
-    cell.build()
+    cell = _pyscf_cell(atoms, "gth-szv", 20.0)
     runs = []
     for cycles in (2, 60):
         mf = pbcdft.KRKS(cell, cell.make_kpts([1, 1, 1]))
