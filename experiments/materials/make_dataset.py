@@ -3,6 +3,7 @@
     OMP_NUM_THREADS=1 python experiments/materials/make_dataset.py            # everything, resumable
     python experiments/materials/make_dataset.py --only sample                # structures only
     python experiments/materials/make_dataset.py --stages ordered,strained    # some stages
+    python experiments/materials/make_dataset.py --stages strained --parents key   # Si, C, 3C-SiC only
 
 Resumable: structures are generated once into experiments/materials/structures/ (deterministic:
 fixed seeds, fixed enumeration order; committed), and labelling appends frame by frame to the
@@ -235,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=["sample"], default=None, help="generate structures, label nothing")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {list(STAGES)}")
+    parser.add_argument("--parents", default=None,
+                        help="comma-separated parent ids to label (e.g. c8-n4-d3), or 'key' for "
+                             f"{', '.join(KEY_PARENTS)}; default all")
     parser.add_argument("--workers", type=int, default=1,
                         help="labelling processes (one thread each; ~2.5 GB of memory each)")
     args = parser.parse_args(argv)
@@ -243,11 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.only == "sample":
         load_derived(ordered)
         return 0
+    keep = None if args.parents is None else set(KEY_PARENTS if args.parents == "key" else args.parents.split(","))
     frames = ordered
     for name in args.stages.split(","):
         if name != "ordered" and len(frames) == len(ordered):
             frames = ordered + load_derived(ordered)
-        chosen = sorted((a for a in frames if STAGES[name](a)), key=lambda a: a.info["parent"] not in KEY_PARENTS)
+        chosen = sorted((a for a in frames if STAGES[name](a) and (keep is None or a.info["parent"] in keep)), key=lambda a: a.info["parent"] not in KEY_PARENTS)
         label(f"{name}_pbe", chosen, "pbe", PBE_OUT, args.workers)
         label(f"{name}_r2scan", [a for a in chosen if a.info["r2scan_split"] == "train"], "r2scan", R2SCAN_OUT,
               args.workers)
