@@ -247,12 +247,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.only == "sample":
         load_derived(ordered)
         return 0
-    keep = None if args.parents is None else set(KEY_PARENTS if args.parents == "key" else args.parents.split(","))
+    keep = set(KEY_PARENTS if args.parents == "key" else (args.parents or "").split(",")) - {""}
     frames = ordered
     for name in args.stages.split(","):
         if name != "ordered" and len(frames) == len(ordered):
             frames = ordered + load_derived(ordered)
-        chosen = sorted((a for a in frames if STAGES[name](a) and (keep is None or a.info["parent"] in keep)), key=lambda a: a.info["parent"] not in KEY_PARENTS)
+        chosen = sorted((a for a in frames if STAGES[name](a) and (not keep or a.info["parent"] in keep)),
+                        key=lambda a: a.info["parent"] not in KEY_PARENTS)
         label(f"{name}_pbe", chosen, "pbe", PBE_OUT, args.workers)
         label(f"{name}_r2scan", [a for a in chosen if a.info["r2scan_split"] == "train"], "r2scan", R2SCAN_OUT,
               args.workers)

@@ -13,14 +13,16 @@ organics_r2scan_test   r2scan    fixed r2SCAN test set (role: test): unseen geom
 organics_ccsdt         ccsdt     CCSD(T)/cc-pVDZ (frozen core) energies, no forces
 si_pbe                 pbe       2-atom diamond Si cells, PBE/gth-szv energy+forces+stress
 si_r2scan              r2scan    same cells (first 15), r2SCAN/gth-szv energy+stress, no forces
-sic_pbe                pbe       Si-C cells, 8-atom decorations of diamond at every composition,
-                                 2H/4H-SiC (experiments/materials/make_dataset.py, stage "ordered" of
-                                 a resumable build): PBE/gth-dzv energy+forces+stress, ke_cutoff
-                                 60 Ha, 2x2x2 k, Fermi smearing 0.002 Ha (energy: free energy)
+sic_pbe                pbe       Si-C cells (experiments/materials/make_dataset.py, a resumable build:
+                                 stage "ordered" and the strain sets of Si, C and 3C-SiC so far):
+                                 8-atom decorations of diamond at every composition, 2H/4H-SiC,
+                                 isotropic/uniaxial/shear strains; PBE/gth-dzv energy+forces+stress,
+                                 ke_cutoff 60 Ha, k-mesh in info, Fermi smearing 0.002 Ha (energy: free energy)
 sic_r2scan             r2scan    r2SCAN training labels (energy+stress, no forces) of the ordered
-                                 cells at x_C = 0, 1/4, 1/2, 3/4, 1 (same geometries as sic_pbe)
+                                 cells at x_C = 0, 1/4, 1/2, 3/4, 1 and +-2 % strains of Si and C
+                                 (same geometries as sic_pbe)
 sic_r2scan_ref         r2scan    r2SCAN reference labels (role: test; never train on them): ordered
-                                 cells at the held-out compositions and 2H/4H-SiC
+                                 cells at the held-out compositions, 2H/4H-SiC, 3C-SiC strain set
 ====================== ========= =============================================================
 
 Frames share ``info['structure_id']`` across fidelities when the geometry is the same. Units: eV, Å,
