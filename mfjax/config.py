@@ -191,6 +191,11 @@ class TrainConfig:
         None, "Early stopping: stop after this many validations in a row without a new best (the best weights are "
         "kept; null = off). Counts validations, so it depends on eval_every / eval_every_steps."
     )
+    keep: Literal["best", "last"] = option(
+        "best", "Weights a run ends with: best = those of the best validation (best_metric); last = the final "
+        "ones (validation still runs and is logged, nothing is selected on it: for comparisons at equal budgets, or "
+        "when the validation set is too small to select on)."
+    )
     max_nonfinite_steps: int = option(10, "Stop after this many non-finite losses in a row (such steps are skipped).")
     checkpoint_every_steps: int = option(100, "Also save the 'last' checkpoint every this many steps (0 = only at epoch ends; "
                                         "in mfjax ablate at the end of each stage).")
@@ -223,6 +228,9 @@ class TrainConfig:
             raise ConfigError(f"{where}.eval_every_steps must be >= 1 or null, got {self.eval_every_steps}")
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"{where}.patience must be >= 1 or null (off), got {self.patience}")
+        if self.patience is not None and self.keep == "last":
+            raise ConfigError(f"{where}.patience stops on the best validation, which {where}.keep: last ignores: "
+                              f"set patience: null or keep: best")
         if self.warmup_steps < 0:
             raise ConfigError(f"{where}.warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.weight_decay < 0 or (self.weight_decay and self.optimizer != "adamw"):

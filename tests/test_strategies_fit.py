@@ -114,6 +114,7 @@ def test_nonfinite_losses_stop_a_stage(setup, tmp_path):
     ({}, {"e0_alpha": 0.1}, "ablation.e0_alpha was removed: use train.e0_alpha"),
     ({}, {"eval_every": 10}, "use train.eval_every_steps"),
     ({"weight_decay": 0.1}, {}, "needs optimizer: adamw"),
+    ({"patience": 2, "keep": "last"}, {}, "set patience: null or keep: best"),
 ])
 def test_shadowing_or_unused_keys_are_config_errors(setup, train, ablation, message):
     raw = setup[0]
@@ -148,6 +149,29 @@ def test_patience_stops_early_keeps_the_best_and_resume_does_not_train_on(setup,
     assert from_cfg.stopped_early and from_cfg.steps == 15
 
 
+def test_keep_last_ends_with_the_final_weights_keep_best_with_the_best_validation(setup, tmp_path):
+    """Same seed, data and schedule: train.keep: last gives the weights of a run without validation
+    data (validation changes nothing else); keep: best gives those of the same run stopped at its
+    best validation step; both record the same validation history and the last selection value."""
+    _, cfg, settings, data = setup
+    ctx = Context(cfg, settings, data, tmp_path)
+    model = ctx.fresh(ctx.spec((data.high,)), data.hf_pool, 0)
+    hf = data.hf_subset(1.0, 0)
+    kwargs = dict(budget=data.budget, steps=20, select=data.high, eval_every_steps=2, cache=ctx.cache,
+                  log=lambda _: None)
+    train = replace(cfg.train, lr=0.05, best_metric="energy_mae_mev_atom")  # the best is at step 12 of 20
+    best = fit_module.fit(model, hf, data.hf_valid, replace(train, keep="best"), **kwargs)
+    last = fit_module.fit(model, hf, data.hf_valid, replace(train, keep="last"), **kwargs)
+    unvalidated = fit_module.fit(model, hf, [], train, **kwargs)
+    stopped = fit_module.fit(model, hf, [], train, stop=lambda gs: gs >= best.best_step, **kwargs)
+    assert (best.kept, last.kept, unvalidated.kept) == ("best", "last", "last")
+    assert last.history == best.history and last.best_step == best.best_step
+    assert last.last_value == best.last_value == last.history[-1]["energy_mae_mev_atom"]
+    jax.tree.map(np.testing.assert_array_equal, last.model.variables, unvalidated.model.variables)
+    assert stopped.steps == best.best_step < 20  # the best is not the last here: the two weights differ
+    jax.tree.map(np.testing.assert_array_equal, best.model.variables, stopped.model.variables)
+
+
 @pytest.mark.slow
 def test_joint_run_derives_share_weights_and_records_the_budget(setup, tmp_path, monkeypatch):
     """multi_fidelity with fidelity_share: the HF share of the weighted frames is the setting at any
@@ -178,6 +202,7 @@ def test_joint_run_derives_share_weights_and_records_the_budget(setup, tmp_path,
     assert row["compile_seconds"] > 0  # the first run of its kind compiles
     # the selection value (HF validation, never test) is recorded next to the best step
     assert row["best_valid"] == pytest.approx(outcome.stages[-1].best_value, abs=1e-6)
+    assert row["final_valid"] == pytest.approx(outcome.stages[-1].history[-1][ctx.cfg.train.best_metric], abs=1e-6)
     # mfjax train's path: fit derives the weights itself from train.loss.fidelity_share (and prints them)
     printed = []
     direct = original(outcome.model, train, ctx.data.hf_valid, ctx.cfg.train, budget=ctx.data.budget, steps=2,

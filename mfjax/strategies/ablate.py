@@ -82,6 +82,7 @@ def run_strategy(ctx: Context, name: str, fraction: float, seed: int) -> tuple[O
            "budget_steps": ctx.settings.budget.total_steps, "hf_seen": outcome.seen(ctx.data.high),
            "best_step": outcome.best_step,
            "best_valid": None if outcome.best_valid is None else round(float(outcome.best_valid), 6),
+           "final_valid": None if outcome.final_valid is None else round(float(outcome.final_valid), 6),
            "stopped_early": int(outcome.stopped_early),
            "compile_seconds": round(outcome.compile_seconds, 1)}
     row.update(evaluate_outcome(ctx, outcome))

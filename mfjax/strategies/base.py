@@ -89,6 +89,12 @@ class Outcome:
         return self.stages[-1].best_value if self.stages else None
 
     @property
+    def final_valid(self) -> float | None:
+        """The last stage's selection value at its last validation: that of the kept weights with
+        ``train.keep: last``."""
+        return self.stages[-1].last_value if self.stages else None
+
+    @property
     def stopped_early(self) -> bool:
         """Whether the last stage stopped on ``train.patience`` before its budget."""
         return bool(self.stages and self.stages[-1].stopped_early)

@@ -23,7 +23,7 @@ SETS = ("hf_test", "hf_uncovered", "lf_test")
 METRICS = ("energy_mae_mev_atom", "energy_rmse_mev_atom", "forces_mae_ev_a", "forces_rmse_ev_a", "stress_mae_gpa")
 KEY_COLUMNS = ("strategy", "hf_fraction", "seed")
 RUN_COLUMNS = ("n_hf_train", "n_lf_train", "steps", "train_seconds", "budget_steps", "hf_seen", "best_step",
-               "best_valid", "stopped_early", "compile_seconds")
+               "best_valid", "final_valid", "stopped_early", "compile_seconds")
 COLUMNS = KEY_COLUMNS + RUN_COLUMNS + tuple(f"{s}_{m}" for s in SETS for m in ("n_structures",) + METRICS) + ("notes",)
 
 
@@ -130,8 +130,9 @@ def markdown(rows: Sequence[Mapping], order: Sequence[str], regions: Sequence[st
     if budgets:  # the equal-budget rule of settings.Budget
         lines.append(f"Budget: every strategy gets the same total number of optimiser steps "
                      f"({', '.join(map(str, budgets))}), the LF pre-training of transfer, delta and append included; "
-                     f"with train.patience each stage stops early on its validation metric. Steps done, HF structures "
-                     f"seen, best step and compile time per run are in results.csv.")
+                     f"with train.patience each stage stops early on its validation metric; with train.keep: last "
+                     f"every model is the final weights of its budget. Steps done, HF structures seen, best step, "
+                     f"final validation value and compile time per run are in results.csv.")
     for title, column, scale, digits in tables(regions):
         groups = _group(rows, column)
         if not groups:

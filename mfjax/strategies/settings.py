@@ -23,7 +23,9 @@ with the ``train:`` section: optimiser, weight decay, schedule and warm-up, clip
 loss, ``e0_alpha``, ``best_metric``, ``eval_every_steps`` (null = a tenth of the stage),
 ``checkpoint_every_steps``, ``max_nonfinite_steps``, ``compute_stress``, ``distributed``; the
 seeds are ``train.seed``, ``train.seed + 1``, ... ``train.patience`` stops every stage early
-(validations without a new best on the stage's validation fidelity; the best weights are kept) and
+(validations without a new best on the stage's validation fidelity; the best weights are kept);
+``train.keep: last`` instead keeps every stage's final weights (the whole budget, no selection on
+validation frames: the equal-budget comparison when the HF validation set is too small to select on);
 ``train.loss.fidelity_share`` (or ``fidelity_weights``) weights the fidelities of the joint stages.
 
 Budgets (``ablation.budget``) follow one rule: **every strategy gets the same total number of

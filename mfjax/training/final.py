@@ -39,7 +39,7 @@ def finish_run(
     """Evaluate the fit's model (best weights, EMA when kept) on ``test``, write the table,
     ``test_metrics.json``, parity plots (``plots``) and export the model; (test metrics, model dir)."""
     run_dir = Path(cfg.output.dir)
-    chosen = "best" if result.best_step is not None else "last"
+    chosen = result.kept
     metrics: dict = {}
     if test:
         metrics, parity = evaluate(result.model, test, budget=budget, cache=cache, mesh=mesh, parity=True) if plots \

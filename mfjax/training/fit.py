@@ -84,9 +84,10 @@ class Callback:
 
 @dataclass
 class FitResult:
-    """model: the best-validation weights (EMA when kept; the last ones without validation data);
+    """model: the best-validation weights (EMA when kept; the last ones without validation data or with
+    ``train.keep: last``; ``kept`` says which);
     steps: optimiser steps done; epochs: epochs completed; best_step/best_epoch/best_value: where
-    the best was found; seconds: wall time without compilation (summed over resumed parts);
+    the best was found; last_value: the selection value at the last validation; seconds: wall time without compilation (summed over resumed parts);
     compile_seconds: first calls of newly compiled steps; history: one entry per validation;
     valid_metrics: the last validation; interrupted: stopped by a signal or ``stop`` (state saved in
     "last"); stopped_early: stopped by ``patience``; structures_seen: {fidelity: training structures
@@ -106,6 +107,8 @@ class FitResult:
     stopped_early: bool = False
     structures_seen: dict = field(default_factory=dict)
     fidelity_weights: dict = field(default_factory=dict)
+    kept: str = "last"
+    last_value: float | None = None
 
 
 @contextmanager
@@ -216,7 +219,8 @@ def fit(
     eval_fn = cache.eval_step(model, compute_stress=eval_stress, mesh=mesh)
     state = put_replicated(create_state(model.variables, optimizer, seed, train_cfg.ema is not None), mesh)
 
-    run: dict[str, Any] = {"best_value": None, "best_step": None, "best_epoch": None, "nonfinite_in_row": 0,
+    run: dict[str, Any] = {"best_value": None, "best_step": None, "best_epoch": None, "last_value": None,
+                           "nonfinite_in_row": 0,
                            "epoch_loss_sum": 0.0, "epoch_fid_sum": [0.0] * len(fids), "epoch_steps": 0,
                            "history": [], "seconds": 0.0, "lr": None, "stopped_early": False,
                            "seen": [0] * len(fids)}
@@ -284,6 +288,7 @@ def fit(
                                                       device_offset=offset, n_global_devices=n_global, dtype=dtype)
                         valid_metrics = metrics
                         value = _selection(metrics, select, metric)
+                        run["last_value"] = value
                         is_best = value is not None and (run["best_value"] is None or value < run["best_value"])
                         run["history"].append({"step": gs, "epoch": epoch + int(epoch_end), "loss": float(out["loss"]),
                                                metric: value})
@@ -324,13 +329,15 @@ def fit(
     finally:
         if ckpt is not None:
             ckpt.close()
-    variables = best_variables if best_variables is not None else jax.device_get(state.variables())
+    kept = "best" if train_cfg.keep == "best" and best_variables is not None else "last"
+    variables = best_variables if kept == "best" else jax.device_get(state.variables())
     return FitResult(
         model=model.replace(variables=variables), steps=gs, epochs=completed, best_step=run["best_step"],
         best_epoch=run["best_epoch"], best_value=run["best_value"], seconds=elapsed(),
         compile_seconds=cache.compile_seconds - compile0, history=list(run["history"]), valid_metrics=valid_metrics,
         interrupted=interrupted, stopped_early=bool(run["stopped_early"]),
-        structures_seen=dict(zip(fids, run["seen"])), fidelity_weights=dict(zip(fids, wvec.tolist())),
+        structures_seen=dict(zip(fids, run["seen"])), fidelity_weights=dict(zip(fids, wvec.tolist())), kept=kept,
+        last_value=run["last_value"],
     )
 
 
