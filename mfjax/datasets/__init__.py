@@ -14,13 +14,14 @@ organics_ccsdt         ccsdt     CCSD(T)/cc-pVDZ (frozen core) energies, no forc
 si_pbe                 pbe       2-atom diamond Si cells, PBE/gth-szv energy+forces+stress
 si_r2scan              r2scan    same cells (first 15), r2SCAN/gth-szv energy+stress, no forces
 sic_pbe                pbe       Si-C cells (experiments/materials/make_dataset.py, a resumable build:
-                                 stage "ordered" and the strain sets of Si, C and 3C-SiC so far):
-                                 8-atom decorations of diamond at every composition, 2H/4H-SiC,
-                                 isotropic/uniaxial/shear strains; PBE/gth-dzv energy+forces+stress,
+                                 stage "ordered"; strain sets, rattles and 1200/2400 K Tersoff-MD
+                                 snapshots of Si, C and 3C-SiC so far): 8-atom decorations of
+                                 diamond at every composition, 2H/4H-SiC, isotropic/uniaxial/shear
+                                 strains, rattled and hot cells; PBE/gth-dzv energy+forces+stress,
                                  ke_cutoff 60 Ha, k-mesh in info, Fermi smearing 0.002 Ha (energy: free energy)
 sic_r2scan             r2scan    r2SCAN training labels (energy+stress, no forces) of the ordered
-                                 cells at x_C = 0, 1/4, 1/2, 3/4, 1 and +-2 % strains of Si and C
-                                 (same geometries as sic_pbe)
+                                 cells at x_C = 0, 1/4, 1/2, 3/4, 1, +-2 % strains of Si and C and
+                                 one rattle each of Si, C, 3C-SiC (same geometries as sic_pbe)
 sic_r2scan_ref         r2scan    r2SCAN reference labels (role: test; never train on them): ordered
                                  cells at the held-out compositions, 2H/4H-SiC, 3C-SiC strain set
 ====================== ========= =============================================================
