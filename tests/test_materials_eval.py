@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import ase.io
 import numpy as np
@@ -262,13 +260,6 @@ def test_formation_energies_and_hull_distances_match_pymatgen(loaded):
     exact = ev.evaluate(_oracle_predictor("r2scan"), reference, settings).scalars
     assert exact["formation_mae_mev_atom"] < 1e-6 and exact["e_hull_mae_mev_atom"] < 1e-6 and exact["f1"] == 1.0
     assert exact["formation_r2"] == pytest.approx(1.0)
-
-
-def test_diffusion_is_reported_only_for_a_transport_run_that_did_not_fail():
-    fit = SimpleNamespace(D=0.0012)  # Å^2/fs
-    assert ev.transport_diffusion(SimpleNamespace(stable=True, diffusion=fit)) == pytest.approx(1.2)
-    assert math.isnan(ev.transport_diffusion(SimpleNamespace(stable=False, diffusion=fit)))  # cut by a failure
-    assert math.isnan(ev.transport_diffusion(SimpleNamespace(stable=True, diffusion=None)))  # too few frames
 
 
 @pytest.mark.parametrize("overrides, message", [

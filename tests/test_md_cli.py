@@ -40,10 +40,11 @@ def test_md_writes_trajectory_and_log(tmp_path, si_file, capsys, engine, traj):
 
 def test_md_reports_failure_time(tmp_path, si_file, capsys):
     code = main(["md", "toy-lj", str(si_file), "--fidelity", "low", "--ensemble", "nve", "--temperature", "3000",
-                 "--timestep", "25", "--steps", "200", "--interval", "5", "--quiet"])
+                 "--timestep", "25", "--steps", "200", "--interval", "5", "--quiet", "--msd-species", "Si"])
     assert code == 0
     text = capsys.readouterr().out
     assert "stability: FAILED after" in text
+    assert "diffusion Si: not fitted (the run failed)" in text and "D = " not in text
 
 
 def test_md_unknown_fidelity_exits_2(si_file, capsys):

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import ase.build
 import ase.io
 import jax
@@ -78,6 +80,17 @@ def test_run_md_as_a_library(si):
     assert result.diffusion is None  # 3 frames are too few for the Einstein fit
     assert len(lines) == 3 and all("ns/day" in line for line in lines)
     np.testing.assert_array_equal(si.positions, positions)  # the input structure is not modified
+
+
+def test_a_failed_run_gets_no_diffusion_fit(si):
+    """The trajectory of a failed run ends in the failure: no Einstein fit, however many frames
+    (a run of the same length that does not fail gets one)."""
+    model = lennard_jones_model({"low": 0.010, "high": 0.012}, sigma=2.2, cutoff=5.0, species=(14,))
+    cfg = MDConfig(fidelity="high", steps=40, interval=2, temperature=1500.0, msd_species="Si", quiet=True)
+    failed = run_md(model, si, replace(cfg, min_distance=2.2), progress=None)  # Si-Si 2.35 Å: fails at ~12 fs
+    assert not failed.stable and len(failed.frames) >= 5 and failed.diffusion is None
+    calm = run_md(model, si, cfg, progress=None)
+    assert calm.stable and calm.diffusion is not None and calm.diffusion.D > 0
 
 
 @pytest.mark.parametrize("engine", ["jaxmd", "ase"])

@@ -20,6 +20,7 @@ from mfjax.strategies.ablate import run_strategy
 from mfjax.strategies.base import Context
 from mfjax.strategies.data import prepare_data
 from mfjax.strategies.settings import load_ablation_config
+from mfjax.training.checkpoint import Checkpoints
 from mfjax.training.fit import Callback, NonFiniteLossError
 from mfjax.training.optim import make_schedule
 
@@ -161,7 +162,8 @@ def test_keep_last_ends_with_the_final_weights_keep_best_with_the_best_validatio
                   log=lambda _: None)
     train = replace(cfg.train, lr=0.05, best_metric="energy_mae_mev_atom")  # the best is at step 12 of 20
     best = fit_module.fit(model, hf, data.hf_valid, replace(train, keep="best"), **kwargs)
-    last = fit_module.fit(model, hf, data.hf_valid, replace(train, keep="last"), **kwargs)
+    last = fit_module.fit(model, hf, data.hf_valid, replace(train, keep="last"), checkpoint_dir=tmp_path / "last",
+                          **kwargs)
     unvalidated = fit_module.fit(model, hf, [], train, **kwargs)
     stopped = fit_module.fit(model, hf, [], train, stop=lambda gs: gs >= best.best_step, **kwargs)
     assert (best.kept, last.kept, unvalidated.kept) == ("best", "last", "last")
@@ -170,6 +172,9 @@ def test_keep_last_ends_with_the_final_weights_keep_best_with_the_best_validatio
     jax.tree.map(np.testing.assert_array_equal, last.model.variables, unvalidated.model.variables)
     assert stopped.steps == best.best_step < 20  # the best is not the last here: the two weights differ
     jax.tree.map(np.testing.assert_array_equal, best.model.variables, stopped.model.variables)
+    slots = Checkpoints(tmp_path / "last")  # keep: last copies and checkpoints no best weights
+    assert slots.exists("last") and not slots.exists("best")
+    slots.close()
 
 
 @pytest.mark.slow

@@ -260,7 +260,7 @@ def evaluate(predict: Predictor | None, reference: ReferenceSet, settings: Evalu
 
 def md_properties(model: Any, atoms: ase.Atoms, md: MDSettings, fidelity: str) -> dict[str, float]:
     """Time to failure (ps; the run length if it never failed) of the stability run, and the
-    diffusion coefficient of ``md.species`` (Å^2/ps; nan when the transport run failed) and the time to
+    diffusion coefficient of ``md.species`` (Å^2/ps; nan when the transport run failed: ``run_md`` fits no failed trajectory) and the time to
     failure of the transport run."""
     cell = atoms.repeat(tuple(md.supercell))
     cell.calc = None
@@ -275,14 +275,5 @@ def md_properties(model: Any, atoms: ase.Atoms, md: MDSettings, fidelity: str) -
         out[f"{name}_time_ps"] = (steps * md.timestep if failed is None else failed) / 1000.0
         out[f"{name}_stable"] = float(result.stable)
         if name == "transport":
-            out["diffusion_a2_ps"] = transport_diffusion(result)
+            out["diffusion_a2_ps"] = math.nan if result.diffusion is None else 1000.0 * result.diffusion.D
     return out
-
-
-def transport_diffusion(result: Any) -> float:
-    """Diffusion coefficient (Å^2/ps) of an MD result, nan unless the run finished without failing: an
-    Einstein fit to a trajectory cut short by a failure (atoms collapsing, T blowing up) is ballistic
-    motion and the failure itself, not a transport coefficient."""
-    if result.diffusion is None or not result.stable:
-        return math.nan
-    return 1000.0 * result.diffusion.D

@@ -23,7 +23,7 @@ import mfjax
 from mfjax.errors import ConfigError
 from mfjax.md.config import MDConfig, load_md_config
 from mfjax.md.lennard_jones import lennard_jones_model
-from mfjax.md.simulate import MDResult, run_md
+from mfjax.md.simulate import MIN_FRAMES_FOR_DIFFUSION, MDResult, run_md
 from mfjax.utils.configtools import add_config_flags, given_flags
 
 TOY_MODEL = "toy-lj"  # the analytic Lennard-Jones stand-in, for demos and tests
@@ -82,6 +82,9 @@ def print_summary(result: MDResult, cfg: MDConfig) -> None:
     if fit is not None:
         print(f"diffusion {cfg.msd_species}: D = {fit.D:.4e} Å²/fs = {fit.D_cm2_s:.4e} cm²/s "
               f"(fit {fit.fit_start_fs:.0f}-{fit.fit_end_fs:.0f} fs)")
+    elif cfg.msd_species:
+        why = "the run failed" if result.failure else f"fewer than {MIN_FRAMES_FOR_DIFFUSION} frames"
+        print(f"diffusion {cfg.msd_species}: not fitted ({why})")
 
 
 def run(args: argparse.Namespace) -> int:

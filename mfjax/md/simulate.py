@@ -78,7 +78,8 @@ class MDResult:
     those read back from the trajectory); failure: why the run was stopped (None = stable for all
     steps); wall_s: seconds of this call incl. compilation; steps_done: steps integrated until the end
     or the failed frame (incl. those before a resume); ns_per_day: the steps of this call over wall_s;
-    diffusion: the Einstein fit of ``msd_species`` (None when not asked for or fewer than 5 frames);
+    diffusion: the Einstein fit of ``msd_species`` (None when not asked for, with fewer than 5 frames
+    or when the run failed);
     startup_s: set-up and compilation (until the first episode ended, less its steady-state time);
     ns_per_day_after_startup: the rate after that (nan with fewer than two frames after the start);
     start_step: the step this call started from (0, or the checkpoint's on resume);
@@ -272,7 +273,8 @@ def run_md(model, atoms: ase.Atoms, cfg: MDConfig, *, name: str | None = None,
     record = reporter.record
     steps_done = cfg.steps if record.failure_step is None else record.failure_step
     diffusion = None
-    if cfg.msd_species and len(record.frames) >= MIN_FRAMES_FOR_DIFFUSION:
+    # a failed run's trajectory ends in the failure (atoms collapsing, T blowing up): no transport coefficient
+    if cfg.msd_species and record.failure is None and len(record.frames) >= MIN_FRAMES_FOR_DIFFUSION:
         _, _, diffusion = diffusion_from_trajectory(record.frames, cfg.msd_species, cfg.timestep * cfg.interval)
     startup, steady = reporter.timing()
     return MDResult(

@@ -10,9 +10,9 @@ step, keeps the weights (EMA weights when ``train.ema`` is on) with the lowest `
 With a ``checkpoint_dir``, Orbax checkpoints (``checkpoint.Checkpoints``) hold the training state
 and the loop's position (epoch, step in the epoch, global step, running sums, best value, history):
 "last" every ``train.checkpoint_every_steps`` steps, at epoch ends (``checkpoint_epochs``), after
-the last step and on SIGINT/SIGTERM/``stop``; "best" at every improvement. ``resume=True``
-continues from "last" with the very next batch, so a killed fit ends exactly as an uninterrupted
-one. A fit started without ``resume`` removes old checkpoints of the directory.
+the last step and on SIGINT/SIGTERM/``stop``; "best" at every improvement (not with ``train.keep:
+last``). ``resume=True`` continues from "last" with the very next batch, so a killed fit ends
+exactly as an uninterrupted one. A fit started without ``resume`` removes old checkpoints of the directory.
 
 Early stopping (``patience``, default ``train.patience``): the fit stops after that many
 validations in a row without a new best (``FitResult.stopped_early``; the best weights are kept, a
@@ -87,7 +87,8 @@ class FitResult:
     """model: the best-validation weights (EMA when kept; the last ones without validation data or with
     ``train.keep: last``; ``kept`` says which);
     steps: optimiser steps done; epochs: epochs completed; best_step/best_epoch/best_value: where
-    the best was found; last_value: the selection value at the last validation; seconds: wall time without compilation (summed over resumed parts);
+    the best was found; last_value: the selection value at the last validation; seconds: wall time
+    without compilation (summed over resumed parts);
     compile_seconds: first calls of newly compiled steps; history: one entry per validation;
     valid_metrics: the last validation; interrupted: stopped by a signal or ``stop`` (state saved in
     "last"); stopped_early: stopped by ``patience``; structures_seen: {fidelity: training structures
@@ -294,9 +295,10 @@ def fit(
                                                metric: value})
                         if is_best:
                             run.update(best_value=value, best_step=gs, best_epoch=epoch + int(epoch_end))
-                            best_variables = jax.device_get(state.variables())
-                            if ckpt is not None:
-                                ckpt.save("best", state, meta(epoch, step.index + 1))
+                            if train_cfg.keep == "best":  # keep: last never uses them: no copy, no checkpoint
+                                best_variables = jax.device_get(state.variables())
+                                if ckpt is not None:
+                                    ckpt.save("best", state, meta(epoch, step.index + 1))
                         for cb in callbacks:
                             cb.on_validation(gs, epoch, metrics, value, is_best, epoch_end)
                         if patience and gs < total and run["best_value"] is not None and _since_best(run) >= patience:
