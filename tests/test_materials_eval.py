@@ -299,12 +299,14 @@ def test_quick_pipeline_end_to_end_on_the_standin(standin, tmp_path):
     assert len(rows) == 10
     for r in rows:
         assert np.isfinite(r["formation_mae_mev_atom"]) and np.isfinite(r["c11"]) and r["stability_time_ps"] > 0
+        assert (r["stability_failure"] == "") == bool(r["stability_stable"])  # run_md's reason, "" when stable
         if r["strategy"] == "hf_only" and np.isfinite(r["diffusion_a2_ps"]):
             assert r["diffusion_ratio"] == pytest.approx(1.0)
     with open(out / "results.csv") as handle:
         assert len(list(csv.DictReader(handle))) == 10
     text = (out / "results.md").read_text()
     assert "**r2SCAN reference**" in text and "| delta | 1 | 2 |" in text and "[" in text
+    assert "- delta (1), stability: seed 0: " in text
     for name in ("formation.png", "elastic.png", "md.png", "per_structure.csv", "reference.json"):
         assert (out / name).stat().st_size > 0
     assert (out / "ablation" / "runs" / "delta_f1_s1" / "model").is_dir()

@@ -258,10 +258,10 @@ def evaluate(predict: Predictor | None, reference: ReferenceSet, settings: Evalu
     return out
 
 
-def md_properties(model: Any, atoms: ase.Atoms, md: MDSettings, fidelity: str) -> dict[str, float]:
+def md_properties(model: Any, atoms: ase.Atoms, md: MDSettings, fidelity: str) -> dict[str, float | str]:
     """Time to failure (ps; the run length if it never failed) of the stability run, and the
-    diffusion coefficient of ``md.species`` (Å^2/ps; nan when the transport run failed: ``run_md`` fits no failed trajectory) and the time to
-    failure of the transport run."""
+    diffusion coefficient of ``md.species`` (Å^2/ps; nan when the transport run failed: ``run_md`` fits no failed
+    trajectory) and the time to failure of the transport run; ``*_failure``: ``run_md``'s reason ("" when stable)."""
     cell = atoms.repeat(tuple(md.supercell))
     cell.calc = None
     out = {}
@@ -274,6 +274,7 @@ def md_properties(model: Any, atoms: ase.Atoms, md: MDSettings, fidelity: str) -
         failed = result.failure_time_fs
         out[f"{name}_time_ps"] = (steps * md.timestep if failed is None else failed) / 1000.0
         out[f"{name}_stable"] = float(result.stable)
+        out[f"{name}_failure"] = result.failure or ""
         if name == "transport":
             out["diffusion_a2_ps"] = math.nan if result.diffusion is None else 1000.0 * result.diffusion.D
     return out

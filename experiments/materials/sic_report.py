@@ -82,6 +82,17 @@ def _table(title: str, columns, rows, errors, order, reference: dict | None, boo
     return lines + [""]
 
 
+def _failures(rows: Sequence[dict], order: Sequence[str]) -> list[str]:
+    """Why each MD run stopped (``run_md``'s reason), one line per strategy and run."""
+    lines = ["Why the MD runs stopped (per seed; \"stable\" = ran its whole length):", ""]
+    for name, fraction, idx in _groups(rows, order):
+        for run in ("stability", "transport"):
+            reasons = [rows[k].get(f"{run}_failure") or "stable" for k in idx]
+            lines.append(f"- {name} ({fraction:g}), {run}: " + "; ".join(
+                f"seed {rows[k]['seed']}: {why}" for k, why in zip(idx, reasons)))
+    return lines + [""]
+
+
 def markdown(rows: Sequence[dict], errors: Sequence[dict], order: Sequence[str], reference: dict, header: Sequence[str],
              md_reference: str | None, boot: dict) -> str:
     """The whole results.md."""
@@ -93,6 +104,7 @@ def markdown(rows: Sequence[dict], errors: Sequence[dict], order: Sequence[str],
     if md_reference is not None:
         lines += _table(f"(d) MD at high temperature; D / D_ref against `{md_reference}` of the same fraction and seed",
                         MD, rows, errors, order, None, boot)
+        lines += _failures(rows, order)
     return "\n".join(lines) + "\n"
 
 
