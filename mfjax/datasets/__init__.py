@@ -14,8 +14,9 @@ organics_ccsdt         ccsdt     CCSD(T)/cc-pVDZ (frozen core) energies, no forc
 si_pbe                 pbe       2-atom diamond Si cells, PBE/gth-szv energy+forces+stress
 si_r2scan              r2scan    same cells (first 15), r2SCAN/gth-szv energy+stress, no forces
 sic_pbe                pbe       Si-C cells (experiments/materials/make_dataset.py, a resumable build:
-                                 stage "ordered"; strain sets, rattles and 1200/2400 K Tersoff-MD
-                                 snapshots of Si, C and 3C-SiC so far): 8-atom decorations of
+                                 stage "ordered"; strain sets and rattles of Si, C and 3C-SiC;
+                                 1200/2400 K Tersoff-MD snapshots of every 8-atom cell and 2H/4H
+                                 so far): 8-atom decorations of
                                  diamond at every composition, 2H/4H-SiC, isotropic/uniaxial/shear
                                  strains, rattled and hot cells; PBE/gth-dzv energy+forces+stress,
                                  ke_cutoff 60 Ha, k-mesh in info, Fermi smearing 0.002 Ha (energy: free energy)
