@@ -87,7 +87,8 @@ def _failures(rows: Sequence[dict], order: Sequence[str]) -> list[str]:
     lines = ["Why the MD runs stopped (per seed; \"stable\" = ran its whole length):", ""]
     for name, fraction, idx in _groups(rows, order):
         for run in ("stability", "transport"):
-            reasons = [rows[k].get(f"{run}_failure") or "stable" for k in idx]
+            # "" = run_md found no failure; a row without the column (hand-made) is not called stable
+            reasons = [rows[k].get(f"{run}_failure", "not recorded") or "stable" for k in idx]
             lines.append(f"- {name} ({fraction:g}), {run}: " + "; ".join(
                 f"seed {rows[k]['seed']}: {why}" for k, why in zip(idx, reasons)))
     return lines + [""]
